@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    incidentd::cli::execute(incidentd::cli::Cli::parse())
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics. The registry is created by the daemon and passed in, never
+//! global, so tests can run several daemons in one process.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Alerts decoded from accepted payloads, by endpoint.
+    pub alerts_received: IntCounterVec,
+    /// Payloads refused, by endpoint and reason.
+    pub rejected: IntCounterVec,
+    /// What recording did to each alert, by endpoint and outcome
+    /// (new, duplicate, transition, stale).
+    pub alerts_recorded: IntCounterVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub store_up: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let alerts_received = IntCounterVec::new(
+            Opts::new("incidentd_alerts_received_total", "Alerts received, by source endpoint."),
+            &["source"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "incidentd_payloads_rejected_total",
+                "Payloads refused, by source endpoint and reason.",
+            ),
+            &["source", "reason"],
+        )?;
+        let alerts_recorded = IntCounterVec::new(
+            Opts::new(
+                "incidentd_alerts_recorded_total",
+                "Alerts recorded in the state store, by source endpoint and outcome (new, duplicate, transition, stale).",
+            ),
+            &["source", "outcome"],
+        )?;
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "incidentd_store_operation_duration_seconds",
+                "State store call latency, by store and operation.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+            &["store", "op"],
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new("incidentd_store_errors_total", "Failed state store calls, by store and operation."),
+            &["store", "op"],
+        )?;
+        let store_up = IntGauge::new(
+            "incidentd_store_up",
+            "1 when the last readiness check reached the state store.",
+        )?;
+        registry.register(Box::new(alerts_received.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(alerts_recorded.clone()))?;
+        registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_up.clone()))?;
+        Ok(Metrics {
+            registry,
+            alerts_received,
+            rejected,
+            alerts_recorded,
+            store_duration,
+            store_errors,
+            store_up,
+        })
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on metric families with invalid names,
+        // which `new` would already have refused.
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,171 @@
+//! The state store: where alert state lives, behind one trait with two
+//! implementations.
+//!
+//! - [`memory::MemoryStore`]: embedded, the default; one process only.
+//! - [`redis::RedisStore`]: production; several daemon instances share it.
+//!
+//! The store is batch-oriented: [`StateStore::record_alerts`] takes every alert of
+//! a request and costs one round trip. Dedup happens inside it, atomically per
+//! alert, so two instances recording the same alert at the same moment leave one
+//! state whose counts add up. The rules of dedup are [`merge`]; the Redis Lua
+//! script is the same function written for the server, and `tests/store.rs` runs
+//! one test body against both.
+
+pub mod instrumented;
+pub mod memory;
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, Status};
+
+/// What the store keeps about one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub fingerprint: String,
+    pub source: String,
+    pub status: Status,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub severity: Option<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: Option<String>,
+    /// Receptions since the last status change (1 = seen once in this status).
+    pub count: u64,
+    /// Receptions over the alert's whole life.
+    pub total_count: u64,
+    /// Status changes (firing → resolved, resolved → firing).
+    pub transitions: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub status_changed_at: DateTime<Utc>,
+}
+
+/// What recording one alert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// First time this fingerprint is seen (or seen again after its state expired).
+    New,
+    /// Same fingerprint, same status: counters and last-seen changed, nothing else.
+    Duplicate { count: u64 },
+    /// The status changed.
+    Transition { from: Status, to: Status },
+    /// A firing notification for an episode that has already resolved (an
+    /// Alertmanager HA peer lagging behind): ignored, so it cannot reopen anything.
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::New => "new",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Transition { .. } => "transition",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+/// Filters for [`StateStore::list_alerts`].
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub status: Option<Status>,
+    /// At most this many, most recently seen first.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached now; the caller should retry later (HTTP 503).
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something this version cannot read.
+    #[error("state store returned unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// Where alert state is kept. Implementations must make each alert's update
+/// atomic: concurrent writers of one fingerprint never lose an update.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// `memory` or `redis`: used in metric labels and logs.
+    fn kind(&self) -> &'static str;
+
+    /// Records a batch of alerts received at `now`, returning one outcome per alert
+    /// in order. Either the whole batch is recorded or an error is returned; a
+    /// retried batch is harmless because recording is idempotent up to counters.
+    async fn record_alerts(
+        &self,
+        alerts: &[Alert],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Alerts, most recently seen first.
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError>;
+
+    /// Succeeds when the store can serve requests now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
+    /// backend expires keys itself.
+    async fn maintain(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+pub type SharedStore = Arc<dyn StateStore>;
+
+/// The dedup rules, applied to the previous state of one fingerprint.
+///
+/// - none → new state, count 1.
+/// - same status → duplicate: count + 1, last seen, the newest annotations.
+/// - resolved → firing for a `starts_at` not after the stored one → stale (the
+///   resolved episode is not revived by a late firing notification).
+/// - otherwise a transition: new status, count back to 1.
+pub fn merge(prev: Option<AlertState>, alert: &Alert, now: DateTime<Utc>) -> (AlertState, Outcome) {
+    let fresh = |count, total_count, transitions, first_seen| AlertState {
+        fingerprint: alert.fingerprint.clone(),
+        source: alert.source.clone(),
+        status: alert.status,
+        labels: alert.labels.clone(),
+        annotations: alert.annotations.clone(),
+        severity: alert.severity.clone(),
+        starts_at: alert.starts_at,
+        ends_at: alert.ends_at,
+        generator_url: alert.generator_url.clone(),
+        count,
+        total_count,
+        transitions,
+        first_seen,
+        last_seen: now,
+        status_changed_at: now,
+    };
+    match prev {
+        None => (fresh(1, 1, 0, now), Outcome::New),
+        Some(prev) if prev.status == alert.status => {
+            let mut next = fresh(prev.count + 1, prev.total_count + 1, prev.transitions, prev.first_seen);
+            next.status_changed_at = prev.status_changed_at;
+            let count = next.count;
+            (next, Outcome::Duplicate { count })
+        }
+        Some(prev) if is_stale(&prev, alert) => (prev, Outcome::Stale),
+        Some(prev) => {
+            let from = prev.status;
+            (
+                fresh(1, prev.total_count + 1, prev.transitions + 1, prev.first_seen),
+                Outcome::Transition { from, to: alert.status },
+            )
+        }
+    }
+}
+
+fn is_stale(prev: &AlertState, alert: &Alert) -> bool {
+    prev.status == Status::Resolved
+        && alert.status == Status::Firing
+        && matches!((alert.starts_at, prev.starts_at), (Some(new), Some(old)) if new <= old)
+}

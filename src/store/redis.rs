@@ -1,0 +1,289 @@
+//! The Redis store: shared by every daemon instance pointed at the same Redis.
+//!
+//! Layout, under the configured prefix `P`:
+//! - `P:alert:{FP}`: a hash per alert (status, counters, times, JSON document).
+//!   The fingerprint is the hash tag, so on Redis Cluster each alert's key lives
+//!   on one slot and the per-alert Lua script is legal there.
+//! - `P:alerts`: a sorted set of fingerprints by last-seen time, for listing.
+//!   Entries whose hash has expired are pruned when a listing finds them.
+//!
+//! A batch is one pipeline: per alert, `EVALSHA record_alert.lua` (atomic for that
+//! alert) and a `ZADD` to the index. The connection manager reconnects on its own;
+//! after a Redis restart the script cache is empty, so a `NOSCRIPT` answer loads
+//! the script and retries the batch once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use super::{AlertQuery, AlertState, Outcome, StateStore, StoreError};
+use crate::alert::{Alert, Status};
+
+const RECORD_ALERT: &str = include_str!("record_alert.lua");
+/// Index entries read per round trip while listing.
+const LIST_CHUNK: isize = 500;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    pub key_prefix: String,
+    pub resolved_retention: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: Script,
+    prefix: String,
+    retention_ms: u64,
+}
+
+/// The parts of an alert kept as one JSON document in its hash.
+#[derive(Serialize, Deserialize)]
+struct Doc {
+    source: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    severity: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    generator_url: Option<String>,
+}
+
+impl RedisStore {
+    /// Builds the store without connecting: the daemon starts (and reports not
+    /// ready) while Redis is down, and connects when it comes up.
+    pub fn new(opts: &RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(opts.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_response_timeout(Some(opts.response_timeout))
+            // Fail a call fast and let the caller answer 503; the manager keeps
+            // reconnecting in the background on later calls.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(RedisStore {
+            conn,
+            script: Script::new(RECORD_ALERT),
+            prefix: opts.key_prefix.clone(),
+            retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn alert_key(&self, fingerprint: &str) -> String {
+        format!("{}:alert:{{{}}}", self.prefix, fingerprint)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:alerts", self.prefix)
+    }
+
+    fn batch_pipeline(&self, alerts: &[Alert], now: DateTime<Utc>) -> Result<redis::Pipeline, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let index = self.index_key();
+        let mut pipe = redis::pipe();
+        for alert in alerts {
+            let doc = serde_json::to_string(&Doc {
+                source: alert.source.clone(),
+                labels: alert.labels.clone(),
+                annotations: alert.annotations.clone(),
+                severity: alert.severity.clone(),
+                starts_at: alert.starts_at,
+                ends_at: alert.ends_at,
+                generator_url: alert.generator_url.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let starts = alert
+                .starts_at
+                .map(|t| t.timestamp_millis().to_string())
+                .unwrap_or_default();
+            pipe.invoke_script(
+                self.script
+                    .key(self.alert_key(&alert.fingerprint))
+                    .arg(alert.status.as_str())
+                    .arg(now_ms)
+                    .arg(starts)
+                    .arg(doc)
+                    .arg(self.retention_ms),
+            );
+            pipe.zadd(&index, &alert.fingerprint, now_ms).ignore();
+        }
+        Ok(pipe)
+    }
+
+    async fn load_script(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.script
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+    )
+}
+
+fn parse_outcome(raw: &(String, u64, String)) -> Result<Outcome, StoreError> {
+    let (outcome, count, prev) = raw;
+    Ok(match outcome.as_str() {
+        "new" => Outcome::New,
+        "duplicate" => Outcome::Duplicate { count: *count },
+        "stale" => Outcome::Stale,
+        "transition" => {
+            let from = Status::parse(prev)
+                .ok_or_else(|| StoreError::Corrupt(format!("previous status {prev:?}")))?;
+            let to = match from {
+                Status::Firing => Status::Resolved,
+                Status::Resolved => Status::Firing,
+            };
+            Outcome::Transition { from, to }
+        }
+        other => return Err(StoreError::Corrupt(format!("script outcome {other:?}"))),
+    })
+}
+
+fn ms_time(fields: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, StoreError> {
+    fields
+        .get(name)
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .ok_or_else(|| StoreError::Corrupt(format!("field {name} missing or not a time")))
+}
+
+fn number(fields: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> {
+    fields
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("field {name} missing or not a number")))
+}
+
+fn decode_state(fingerprint: &str, fields: &HashMap<String, String>) -> Result<AlertState, StoreError> {
+    let doc: Doc = serde_json::from_str(fields.get("doc").map(String::as_str).unwrap_or(""))
+        .map_err(|e| StoreError::Corrupt(format!("alert {fingerprint}: {e}")))?;
+    let status = fields
+        .get("status")
+        .and_then(|s| Status::parse(s))
+        .ok_or_else(|| StoreError::Corrupt(format!("alert {fingerprint}: status")))?;
+    Ok(AlertState {
+        fingerprint: fingerprint.to_string(),
+        source: doc.source,
+        status,
+        labels: doc.labels,
+        annotations: doc.annotations,
+        severity: doc.severity,
+        starts_at: doc.starts_at,
+        ends_at: doc.ends_at,
+        generator_url: doc.generator_url,
+        count: number(fields, "count")?,
+        total_count: number(fields, "total")?,
+        transitions: number(fields, "transitions")?,
+        first_seen: ms_time(fields, "first_seen")?,
+        last_seen: ms_time(fields, "last_seen")?,
+        status_changed_at: ms_time(fields, "changed_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn record_alerts(
+        &self,
+        alerts: &[Alert],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if alerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.batch_pipeline(alerts, now)?;
+        let mut conn = self.conn.clone();
+        let raw: Vec<(String, u64, String)> = match pipe.query_async(&mut conn).await {
+            Ok(raw) => raw,
+            Err(e) if is_noscript(&e) => {
+                // Redis restarted (or SCRIPT FLUSH): nothing in this pipeline ran,
+                // since every EVALSHA failed, so running it again is safe.
+                self.load_script().await?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)?
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        if raw.len() != alerts.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} results for {} alerts",
+                raw.len(),
+                alerts.len()
+            )));
+        }
+        raw.iter().map(parse_outcome).collect()
+    }
+
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError> {
+        let mut conn = self.conn.clone();
+        let index = self.index_key();
+        let mut out = Vec::new();
+        let mut start: isize = 0;
+        while out.len() < query.limit {
+            let fps: Vec<String> = conn
+                .zrevrange(&index, start, start + LIST_CHUNK - 1)
+                .await
+                .map_err(unavailable)?;
+            if fps.is_empty() {
+                break;
+            }
+            start += LIST_CHUNK;
+            let mut pipe = redis::pipe();
+            for fp in &fps {
+                pipe.hgetall(self.alert_key(fp));
+            }
+            let hashes: Vec<HashMap<String, String>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            let mut gone = Vec::new();
+            for (fp, fields) in fps.iter().zip(hashes) {
+                if fields.is_empty() {
+                    gone.push(fp.clone());
+                    continue;
+                }
+                let state = decode_state(fp, &fields)?;
+                if query.status.is_none_or(|s| s == state.status) && out.len() < query.limit {
+                    out.push(state);
+                }
+            }
+            if !gone.is_empty() {
+                // Expired alerts: drop them from the index so listings stay cheap.
+                let _: () = conn.zrem(&index, &gone).await.map_err(unavailable)?;
+                start -= gone.len() as isize;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
