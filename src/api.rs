@@ -68,8 +68,10 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             }
             StatusCode::UNAUTHORIZED => {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
             }
             _ => {}
         }
@@ -117,7 +119,10 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 
 async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }
@@ -139,9 +144,8 @@ async fn list_alerts(
     State(s): State<ApiState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AlertList>, ApiError> {
-    let Query(params) = params.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
-    })?;
+    let Query(params) = params
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let status = match params.status.as_deref() {
         None => None,
         Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
@@ -152,7 +156,10 @@ async fn list_alerts(
             )
         })?),
     };
-    let limit = params.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
+    let limit = params
+        .limit
+        .unwrap_or(DEFAULT_LIST_LIMIT)
+        .min(MAX_LIST_LIMIT);
     let alerts = s.store.list_alerts(&AlertQuery { status, limit }).await?;
     Ok(axum::Json(AlertList {
         count: alerts.len(),

@@ -13,7 +13,11 @@ use crate::config::{self, LogConfig, LogFormat, Overrides};
 pub const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "incidentd", version, about = "Turns monitoring alerts into ITIL incidents.")]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Turns monitoring alerts into ITIL incidents."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -59,7 +59,10 @@ pub struct Daemon {
 
 impl Daemon {
     /// Builds everything and starts serving. Returns once the listener is bound.
-    pub async fn start(config: &Config, registry: prometheus::Registry) -> Result<Daemon, DaemonError> {
+    pub async fn start(
+        config: &Config,
+        registry: prometheus::Registry,
+    ) -> Result<Daemon, DaemonError> {
         let metrics = Arc::new(Metrics::new(registry)?);
         let store = Instrumented::wrap(open_store(&config.store)?, metrics.clone());
         let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone()));
@@ -74,12 +77,13 @@ impl Daemon {
             .merge(crate::api::routes(store.clone(), metrics.clone()))
             .fallback(crate::api::not_found);
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(DaemonError::Serve)?;
         let (stop, mut stopped) = watch::channel(false);
         let server = tokio::spawn(
@@ -118,7 +122,10 @@ impl Daemon {
             Ok(Ok(result)) => result.map_err(DaemonError::Serve),
             Ok(Err(join)) => Err(DaemonError::Serve(std::io::Error::other(join))),
             Err(_) => {
-                tracing::warn!(grace_ms = self.grace.as_millis() as u64, "grace period over; dropping in-flight requests");
+                tracing::warn!(
+                    grace_ms = self.grace.as_millis() as u64,
+                    "grace period over; dropping in-flight requests"
+                );
                 server.abort();
                 Ok(())
             }

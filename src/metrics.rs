@@ -22,7 +22,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let alerts_received = IntCounterVec::new(
-            Opts::new("incidentd_alerts_received_total", "Alerts received, by source endpoint."),
+            Opts::new(
+                "incidentd_alerts_received_total",
+                "Alerts received, by source endpoint.",
+            ),
             &["source"],
         )?;
         let rejected = IntCounterVec::new(
@@ -51,7 +54,10 @@ impl Metrics {
             &["store", "op"],
         )?;
         let store_errors = IntCounterVec::new(
-            Opts::new("incidentd_store_errors_total", "Failed state store calls, by store and operation."),
+            Opts::new(
+                "incidentd_store_errors_total",
+                "Failed state store calls, by store and operation.",
+            ),
             &["store", "op"],
         )?;
         let store_up = IntGauge::new(
@@ -80,7 +86,10 @@ impl Metrics {
         let mut buf = Vec::new();
         // Encoding into a Vec only fails on metric families with invalid names,
         // which `new` would already have refused.
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -34,7 +34,10 @@ pub fn interpolate(
                     None => (reference, None),
                 };
                 if !valid_name(name) {
-                    errors.push((n + 1, format!("`${{{reference}}}` is not a valid variable reference")));
+                    errors.push((
+                        n + 1,
+                        format!("`${{{reference}}}` is not a valid variable reference"),
+                    ));
                 } else {
                     // `:-` also covers a variable that is set but empty, as in shells.
                     let value = lookup(name).filter(|v| !v.is_empty() || default.is_none());
@@ -55,7 +58,11 @@ pub fn interpolate(
         }
         out.push_str(rest);
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -87,8 +94,11 @@ mod tests {
 
     #[test]
     fn every_unset_variable_is_reported_with_its_line() {
-        let errs = interpolate("a: ${NOPE}\n# ${IN_COMMENT}\nb: ${ALSO_NOPE}\nc: ${bad-name}\n", env)
-            .unwrap_err();
+        let errs = interpolate(
+            "a: ${NOPE}\n# ${IN_COMMENT}\nb: ${ALSO_NOPE}\nc: ${bad-name}\n",
+            env,
+        )
+        .unwrap_err();
         let lines: Vec<usize> = errs.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![1, 3, 4]);
         assert!(errs[0].1.contains("NOPE is not set"));

@@ -50,7 +50,10 @@ mod tests {
     #[test]
     fn finds_nested_keys() {
         assert_eq!(line_of(DOC, &["store", "url"]), Some(5));
-        assert_eq!(line_of(DOC, &["sources", "webhook", "generic", "bearer_token"]), Some(9));
+        assert_eq!(
+            line_of(DOC, &["sources", "webhook", "generic", "bearer_token"]),
+            Some(9)
+        );
     }
 
     #[test]

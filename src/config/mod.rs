@@ -277,7 +277,11 @@ pub fn parse(
             Ok(raw) => raw,
             Err(e) => {
                 let loc = e.location();
-                problems.at_line(loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()), e.to_string());
+                problems.at_line(
+                    loc.as_ref().map(|l| l.line()),
+                    loc.as_ref().map(|l| l.column()),
+                    e.to_string(),
+                );
                 return Err(problems.into_errors());
             }
         }
@@ -291,7 +295,10 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
 
     let listen_raw = overrides.listen.clone().unwrap_or(raw.http.listen);
     let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|e| {
-        p.at("http.listen", format!("{listen_raw:?} is not HOST:PORT with an IP address ({e})"));
+        p.at(
+            "http.listen",
+            format!("{listen_raw:?} is not HOST:PORT with an IP address ({e})"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
     if raw.http.max_body_bytes == 0 {
@@ -313,13 +320,19 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
             .iter()
             .any(|s| url.starts_with(s))
         {
-            p.at("store.url", format!("{url:?}: expected `memory` or a redis:// URL"));
+            p.at(
+                "store.url",
+                format!("{url:?}: expected `memory` or a redis:// URL"),
+            );
         } else if let Err(e) = redis::Client::open(url.as_str()) {
             p.at("store.url", format!("invalid Redis URL: {e}"));
         }
         let prefix = &raw.store.key_prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
-            p.at("store.key_prefix", "must be non-empty, without braces or spaces");
+            p.at(
+                "store.key_prefix",
+                "must be non-empty, without braces or spaces",
+            );
         }
         for (name, v) in [
             ("connect_timeout_ms", raw.store.connect_timeout_ms),
@@ -394,18 +407,24 @@ mod tests {
         let err = parse_str("http:\n  listen: 127.0.0.1:1\n  lisen: x\n").unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].line, Some(3));
-        assert!(err.0[0].message.contains("unknown field `lisen`"), "{}", err);
+        assert!(
+            err.0[0].message.contains("unknown field `lisen`"),
+            "{}",
+            err
+        );
     }
 
     #[test]
     fn every_validation_error_is_reported_at_once() {
-        let err = parse_str(
-            "http:\n  listen: nowhere\n  max_body_bytes: 0\nstore:\n  url: mysql://x\n",
-        )
-        .unwrap_err();
+        let err =
+            parse_str("http:\n  listen: nowhere\n  max_body_bytes: 0\nstore:\n  url: mysql://x\n")
+                .unwrap_err();
         let lines: Vec<_> = err.0.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![Some(2), Some(3), Some(5)], "{err}");
-        assert!(err.to_string().starts_with("test.yaml:2: http.listen"), "{err}");
+        assert!(
+            err.to_string().starts_with("test.yaml:2: http.listen"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -426,7 +445,8 @@ mod tests {
 
     #[test]
     fn interpolated_token_is_used_and_unset_variable_is_an_error() {
-        let c = parse_str("sources:\n  webhook:\n    generic:\n      bearer_token: ${TOKEN}\n").unwrap();
+        let c = parse_str("sources:\n  webhook:\n    generic:\n      bearer_token: ${TOKEN}\n")
+            .unwrap();
         let ep = &c.webhook.endpoints[&Format::Generic];
         assert!(ep.token.as_ref().is_some_and(|t| t.expose() == "s3cret"));
         let err = parse_str("store:\n  url: ${REDIS_URL}\n").unwrap_err();

@@ -57,7 +57,10 @@ pub(super) fn decode(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Aler
         .enumerate()
         .map(|(i, a)| {
             let mut annotations = a.annotations;
-            for (key, url) in [("dashboard_url", a.dashboard_url), ("panel_url", a.panel_url)] {
+            for (key, url) in [
+                ("dashboard_url", a.dashboard_url),
+                ("panel_url", a.panel_url),
+            ] {
                 if let Some(url) = url.filter(|u| !u.is_empty()) {
                     annotations.entry(key.to_string()).or_insert(url);
                 }

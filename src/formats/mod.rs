@@ -38,7 +38,11 @@ impl Format {
     }
 
     /// Decodes one body into canonical alerts, stamped with `received_at`.
-    pub fn decode(self, body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Alert>, DecodeError> {
+    pub fn decode(
+        self,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, DecodeError> {
         if let Err(e) = std::str::from_utf8(body) {
             return Err(DecodeError::InvalidUtf8 {
                 offset: e.valid_up_to(),
@@ -64,7 +68,10 @@ pub enum DecodeError {
     #[error("{0}")]
     InvalidField(String),
     #[error("unsupported payload version {found:?}, expected {expected:?}")]
-    UnsupportedVersion { found: String, expected: &'static str },
+    UnsupportedVersion {
+        found: String,
+        expected: &'static str,
+    },
 }
 
 impl DecodeError {
@@ -115,10 +122,7 @@ pub(crate) fn validate(alert: &Alert, index: usize) -> Result<(), DecodeError> {
 }
 
 /// Reads a `"firing"` / `"resolved"` status field.
-pub(crate) fn parse_status(
-    raw: &str,
-    index: usize,
-) -> Result<crate::alert::Status, DecodeError> {
+pub(crate) fn parse_status(raw: &str, index: usize) -> Result<crate::alert::Status, DecodeError> {
     crate::alert::Status::parse(raw).ok_or_else(|| {
         DecodeError::InvalidField(format!(
             "alerts[{index}].status is {raw:?}, expected \"firing\" or \"resolved\""

@@ -71,7 +71,11 @@ impl StateStore for MemoryStore {
             .filter(|s| query.status.is_none_or(|st| s.status == st))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+        out.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
         out.truncate(query.limit);
         Ok(out)
     }

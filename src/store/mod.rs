@@ -148,7 +148,12 @@ pub fn merge(prev: Option<AlertState>, alert: &Alert, now: DateTime<Utc>) -> (Al
     match prev {
         None => (fresh(1, 1, 0, now), Outcome::New),
         Some(prev) if prev.status == alert.status => {
-            let mut next = fresh(prev.count + 1, prev.total_count + 1, prev.transitions, prev.first_seen);
+            let mut next = fresh(
+                prev.count + 1,
+                prev.total_count + 1,
+                prev.transitions,
+                prev.first_seen,
+            );
             next.status_changed_at = prev.status_changed_at;
             let count = next.count;
             (next, Outcome::Duplicate { count })
@@ -157,8 +162,16 @@ pub fn merge(prev: Option<AlertState>, alert: &Alert, now: DateTime<Utc>) -> (Al
         Some(prev) => {
             let from = prev.status;
             (
-                fresh(1, prev.total_count + 1, prev.transitions + 1, prev.first_seen),
-                Outcome::Transition { from, to: alert.status },
+                fresh(
+                    1,
+                    prev.total_count + 1,
+                    prev.transitions + 1,
+                    prev.first_seen,
+                ),
+                Outcome::Transition {
+                    from,
+                    to: alert.status,
+                },
             )
         }
     }

@@ -58,7 +58,8 @@ struct Doc {
 
 impl RedisStore {
     /// Builds the store without connecting: the daemon starts (and reports not
-    /// ready) while Redis is down, and connects when it comes up.
+    /// ready) while Redis is down, and connects when it comes up. Must be called
+    /// inside a Tokio runtime: the connection manager spawns its task there.
     pub fn new(opts: &RedisOptions) -> Result<Self, StoreError> {
         let client = redis::Client::open(opts.url.as_str())
             .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
@@ -87,7 +88,11 @@ impl RedisStore {
         format!("{}:alerts", self.prefix)
     }
 
-    fn batch_pipeline(&self, alerts: &[Alert], now: DateTime<Utc>) -> Result<redis::Pipeline, StoreError> {
+    fn batch_pipeline(
+        &self,
+        alerts: &[Alert],
+        now: DateTime<Utc>,
+    ) -> Result<redis::Pipeline, StoreError> {
         let now_ms = now.timestamp_millis();
         let index = self.index_key();
         let mut pipe = redis::pipe();
@@ -176,7 +181,10 @@ fn number(fields: &HashMap<String, String>, name: &str) -> Result<u64, StoreErro
         .ok_or_else(|| StoreError::Corrupt(format!("field {name} missing or not a number")))
 }
 
-fn decode_state(fingerprint: &str, fields: &HashMap<String, String>) -> Result<AlertState, StoreError> {
+fn decode_state(
+    fingerprint: &str,
+    fields: &HashMap<String, String>,
+) -> Result<AlertState, StoreError> {
     let doc: Doc = serde_json::from_str(fields.get("doc").map(String::as_str).unwrap_or(""))
         .map_err(|e| StoreError::Corrupt(format!("alert {fingerprint}: {e}")))?;
     let status = fields

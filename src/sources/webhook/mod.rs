@@ -104,7 +104,10 @@ async fn handle(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("request body exceeds the limit of {} bytes", ep.max_body_bytes),
+            format!(
+                "request body exceeds the limit of {} bytes",
+                ep.max_body_bytes
+            ),
         )
     };
     let declared = headers
@@ -118,10 +121,16 @@ async fn handle(
     let bytes = axum::body::to_bytes(body, ep.max_body_bytes)
         .await
         .map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
                 too_large()
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "body_read_error", format!("cannot read body: {e}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_error",
+                    format!("cannot read body: {e}"),
+                )
             }
         })?;
     let received_at = Utc::now();
@@ -140,7 +149,12 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with Rust.
+#
+# Installs redis-server if it is missing (apt-get), starts a private one on a
+# free loopback port, runs every test against it, and stops it again, whatever
+# the outcome. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@"; }
+}
+
+command -v redis-server >/dev/null || { echo "test.sh: installing redis-server"; apt_install redis-server; }
+
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 20000))
+    # Nothing answers on it: /dev/tcp fails to connect.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+  echo "test.sh: no free port found" >&2
+  exit 1
+}
+
+port=$(free_port)
+workdir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" \
+  --logfile "$workdir/redis.log" &
+redis_pid=$!
+cleanup() {
+  kill "$redis_pid" 2>/dev/null || true
+  wait "$redis_pid" 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "test.sh: redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$port"
+
+export INCIDENTD_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+cargo test --locked --all-targets "$@"
+# Doc tests are not part of --all-targets.
+cargo test --locked --doc

@@ -1,0 +1,183 @@
+//! Shared test support: real Redis servers, in-process daemons, fixtures.
+//!
+//! The suite's Redis comes from `INCIDENTD_TEST_REDIS_URL`, which the test
+//! command (`scripts/test.sh`) sets after starting a private `redis-server`.
+//! Tests that stop and restart Redis start their own with [`RedisServer`].
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use incidentd::config::{self, Overrides};
+use incidentd::daemon::Daemon;
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// Lines of a JSON-lines fixture.
+pub fn fixture_lines(rel: &str) -> Vec<String> {
+    std::fs::read_to_string(fixture(rel))
+        .expect("fixture")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The shared Redis of the test run.
+pub fn redis_url() -> String {
+    std::env::var("INCIDENTD_TEST_REDIS_URL").expect(
+        "INCIDENTD_TEST_REDIS_URL is not set: run the suite with scripts/test.sh, \
+         which starts a private redis-server",
+    )
+}
+
+/// A key prefix no other test uses, so tests share one Redis without flushing it.
+pub fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t-{}-{}-{}-{}",
+        test,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private `redis-server` this test can stop and start again on the same port.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut s = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a daemon in this process from config text (its listen address is
+/// replaced by a free port).
+pub async fn start_daemon(yaml: &str) -> Daemon {
+    let cfg = config::parse(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/test.yaml"),
+        yaml,
+        &Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            store: None,
+        },
+        |n| std::env::var(n).ok(),
+    )
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    Daemon::start(&cfg, prometheus::Registry::new())
+        .await
+        .expect("daemon starts")
+}
+
+/// Config text for a daemon on the given Redis with its own key prefix.
+pub fn redis_config(url: &str, prefix: &str) -> String {
+    format!(
+        "store:\n  url: {url}\n  key_prefix: {prefix}\n  connect_timeout_ms: 300\n  response_timeout_ms: 500\n"
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub fn base(d: &Daemon) -> String {
+    format!("http://{}", d.local_addr)
+}
+
+/// Every alert the daemon lists, by fingerprint.
+pub async fn alerts_by_fp(d: &Daemon) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let v: serde_json::Value = client()
+        .get(format!("{}/api/v1/alerts?limit=10000", base(d)))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    v["alerts"]
+        .as_array()
+        .expect("alerts array")
+        .iter()
+        .map(|a| {
+            (
+                a["fingerprint"].as_str().expect("fp").to_string(),
+                a.clone(),
+            )
+        })
+        .collect()
+}
+
+pub async fn post_json(d: &Daemon, path: &str, body: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}{}", base(d), path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post")
+}

@@ -1,0 +1,353 @@
+//! The state store contract, run against the embedded memory store and a real
+//! Redis with the same test bodies.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use incidentd::alert::{Alert, Status, label_fingerprint};
+use incidentd::store::memory::MemoryStore;
+use incidentd::store::redis::{RedisOptions, RedisStore};
+use incidentd::store::{AlertQuery, Outcome, SharedStore};
+
+/// Times relative to the test's start: retention runs on the wall clock.
+fn t(secs: i64) -> DateTime<Utc> {
+    static BASE: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| Utc::now().timestamp());
+    Utc.timestamp_opt(*BASE + secs, 0).single().expect("time")
+}
+
+fn alert(name: &str, status: Status, starts: i64) -> Alert {
+    let labels: BTreeMap<String, String> = [("alertname".to_string(), name.to_string())]
+        .into_iter()
+        .collect();
+    Alert {
+        source: "alertmanager".into(),
+        fingerprint: label_fingerprint(&labels),
+        status,
+        labels,
+        annotations: BTreeMap::new(),
+        severity: Some("critical".into()),
+        starts_at: Some(t(starts)),
+        ends_at: None,
+        generator_url: None,
+        received_at: t(starts),
+    }
+}
+
+fn memory(retention: Duration) -> SharedStore {
+    Arc::new(MemoryStore::new(retention))
+}
+
+fn redis(test: &str, retention: Duration) -> SharedStore {
+    Arc::new(
+        RedisStore::new(&RedisOptions {
+            url: common::redis_url(),
+            key_prefix: common::unique_prefix(test),
+            resolved_retention: retention,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+        })
+        .expect("redis store"),
+    )
+}
+
+/// Runs one async test body against both stores.
+macro_rules! both_stores {
+    ($name:ident, $retention:expr, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn memory_store() {
+                ($body)(memory($retention)).await;
+            }
+            #[tokio::test]
+            async fn redis_store() {
+                ($body)(redis(stringify!($name), $retention)).await;
+            }
+        }
+    };
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+async fn all(store: &SharedStore) -> Vec<incidentd::store::AlertState> {
+    store
+        .list_alerts(&AlertQuery {
+            status: None,
+            limit: 1000,
+        })
+        .await
+        .expect("list")
+}
+
+both_stores!(
+    repeated_alert_is_a_duplicate_with_count,
+    DAY,
+    |s: SharedStore| async move {
+        let a = alert("A", Status::Firing, 0);
+        assert_eq!(
+            s.record_alerts(std::slice::from_ref(&a), t(1))
+                .await
+                .unwrap(),
+            vec![Outcome::New]
+        );
+        assert_eq!(
+            s.record_alerts(std::slice::from_ref(&a), t(5))
+                .await
+                .unwrap(),
+            vec![Outcome::Duplicate { count: 2 }]
+        );
+        let listed = all(&s).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].count, 2);
+        assert_eq!(listed[0].total_count, 2);
+        assert_eq!(listed[0].first_seen, t(1));
+        assert_eq!(listed[0].last_seen, t(5));
+        assert_eq!(listed[0].status, Status::Firing);
+    }
+);
+
+both_stores!(
+    status_changes_are_transitions_and_reset_count,
+    DAY,
+    |s: SharedStore| async move {
+        let firing = alert("A", Status::Firing, 0);
+        let resolved = alert("A", Status::Resolved, 0);
+        let refire = alert("A", Status::Firing, 100);
+        s.record_alerts(&[firing.clone(), firing], t(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.record_alerts(&[resolved], t(50)).await.unwrap(),
+            vec![Outcome::Transition {
+                from: Status::Firing,
+                to: Status::Resolved
+            }]
+        );
+        assert_eq!(
+            s.record_alerts(&[refire], t(100)).await.unwrap(),
+            vec![Outcome::Transition {
+                from: Status::Resolved,
+                to: Status::Firing
+            }]
+        );
+        let st = &all(&s).await[0];
+        assert_eq!((st.count, st.total_count, st.transitions), (1, 4, 2));
+        assert_eq!(st.status_changed_at, t(100));
+        assert_eq!(st.first_seen, t(1));
+    }
+);
+
+both_stores!(
+    late_firing_of_a_resolved_episode_is_stale,
+    DAY,
+    |s: SharedStore| async move {
+        // An Alertmanager HA peer that lags sends "firing" after its twin sent "resolved".
+        s.record_alerts(&[alert("A", Status::Firing, 0)], t(1))
+            .await
+            .unwrap();
+        s.record_alerts(&[alert("A", Status::Resolved, 0)], t(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.record_alerts(&[alert("A", Status::Firing, 0)], t(3))
+                .await
+                .unwrap(),
+            vec![Outcome::Stale]
+        );
+        assert_eq!(all(&s).await[0].status, Status::Resolved);
+    }
+);
+
+both_stores!(
+    batch_outcomes_follow_input_order,
+    DAY,
+    |s: SharedStore| async move {
+        let (a, b) = (alert("A", Status::Firing, 0), alert("B", Status::Firing, 0));
+        s.record_alerts(std::slice::from_ref(&a), t(1))
+            .await
+            .unwrap();
+        let out = s
+            .record_alerts(&[b.clone(), a.clone(), b], t(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Outcome::New,
+                Outcome::Duplicate { count: 2 },
+                Outcome::Duplicate { count: 2 }
+            ]
+        );
+        assert!(s.record_alerts(&[], t(3)).await.unwrap().is_empty());
+    }
+);
+
+both_stores!(
+    listing_filters_by_status_and_limits,
+    DAY,
+    |s: SharedStore| async move {
+        s.record_alerts(
+            &[
+                alert("A", Status::Firing, 0),
+                alert("B", Status::Resolved, 0),
+                alert("C", Status::Firing, 0),
+            ],
+            t(1),
+        )
+        .await
+        .unwrap();
+        let firing = s
+            .list_alerts(&AlertQuery {
+                status: Some(Status::Firing),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(firing.len(), 2);
+        assert!(firing.iter().all(|a| a.status == Status::Firing));
+        let one = s
+            .list_alerts(&AlertQuery {
+                status: None,
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+    }
+);
+
+both_stores!(
+    resolved_alerts_expire_after_retention,
+    Duration::from_millis(300),
+    |s: SharedStore| async move {
+        let now = Utc::now();
+        s.record_alerts(
+            &[
+                alert("gone", Status::Resolved, 0),
+                alert("kept", Status::Firing, 0),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        s.maintain(Utc::now()).await.unwrap();
+        let left: Vec<String> = all(&s)
+            .await
+            .into_iter()
+            .map(|a| a.labels["alertname"].clone())
+            .collect();
+        assert_eq!(left, vec!["kept".to_string()]);
+    }
+);
+
+both_stores!(
+    concurrent_writers_of_one_alert_lose_no_update,
+    DAY,
+    |s: SharedStore| async move {
+        let a = alert("hot", Status::Firing, 0);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (s, a) = (s.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    s.record_alerts(std::slice::from_ref(&a), t(i))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let st = all(&s).await;
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].count, 200);
+    }
+);
+
+#[tokio::test]
+async fn two_redis_stores_on_one_prefix_share_state_and_counts_add_up() {
+    // Two daemon instances are two independent connections on the same keys.
+    let prefix = common::unique_prefix("shared");
+    let open = || {
+        Arc::new(
+            RedisStore::new(&RedisOptions {
+                url: common::redis_url(),
+                key_prefix: prefix.clone(),
+                resolved_retention: DAY,
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(2),
+            })
+            .unwrap(),
+        ) as SharedStore
+    };
+    let (one, two) = (open(), open());
+    let batch: Vec<Alert> = (0..50)
+        .map(|i| alert(&format!("a{i}"), Status::Firing, 0))
+        .collect();
+    let (r1, r2) = tokio::join!(
+        one.record_alerts(&batch, t(1)),
+        two.record_alerts(&batch, t(1))
+    );
+    let news = r1
+        .unwrap()
+        .into_iter()
+        .chain(r2.unwrap())
+        .filter(|o| *o == Outcome::New)
+        .count();
+    assert_eq!(
+        news, 50,
+        "each alert is new exactly once across both instances"
+    );
+    let listed = all(&one).await;
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|a| a.count == 2));
+}
+
+#[tokio::test]
+async fn redis_store_reports_unavailable_then_recovers_after_restart() {
+    let mut server = common::RedisServer::start();
+    let store: SharedStore = Arc::new(
+        RedisStore::new(&RedisOptions {
+            url: server.url(),
+            key_prefix: "recover".into(),
+            resolved_retention: DAY,
+            connect_timeout: Duration::from_millis(300),
+            response_timeout: Duration::from_millis(500),
+        })
+        .unwrap(),
+    );
+    store
+        .record_alerts(&[alert("A", Status::Firing, 0)], t(1))
+        .await
+        .unwrap();
+    server.stop();
+    assert!(store.ping().await.is_err());
+    assert!(
+        store
+            .record_alerts(&[alert("A", Status::Firing, 0)], t(2))
+            .await
+            .is_err()
+    );
+    // A fresh server has an empty script cache: recording must load the script again.
+    server.restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if store
+            .record_alerts(&[alert("B", Status::Firing, 0)], t(3))
+            .await
+            .is_ok()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "store did not recover after Redis came back");
+    assert!(store.ping().await.is_ok());
+}
