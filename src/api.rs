@@ -7,11 +7,16 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::alert::Status;
+use crate::daemon::Reloader;
+use crate::incident::engine::{Engine, EngineError};
+use crate::incident::{Incident, IncidentQuery, IncidentState};
 use crate::metrics::Metrics;
 use crate::store::{AlertQuery, AlertState, SharedStore, StoreError};
 
@@ -79,20 +84,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What the API handlers share.
 #[derive(Clone)]
-struct ApiState {
-    store: SharedStore,
-    metrics: Arc<Metrics>,
+pub struct ApiState {
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    pub engine: Arc<Engine>,
+    pub reloader: Arc<Reloader>,
 }
 
-/// Health, readiness, metrics and the read API.
-pub fn routes(store: SharedStore, metrics: Arc<Metrics>) -> Router {
+/// Health, readiness, metrics, the REST API and rule reload.
+pub fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/alerts", get(list_alerts))
-        .with_state(ApiState { store, metrics })
+        .route("/api/v1/alerts/{fingerprint}", get(get_alert))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/-/reload", post(reload))
+        .with_state(state)
 }
 
 /// Answer for unknown paths.
@@ -165,4 +179,127 @@ async fn list_alerts(
         count: alerts.len(),
         alerts,
     }))
+}
+
+async fn get_alert(
+    State(s): State<ApiState>,
+    Path(fingerprint): Path<String>,
+) -> Result<axum::Json<AlertState>, ApiError> {
+    s.store
+        .get_alert(&fingerprint)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no alert {fingerprint}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentParams {
+    state: Option<String>,
+    priority: Option<u8>,
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct IncidentList {
+    incidents: Vec<Incident>,
+    count: usize,
+}
+
+async fn list_incidents(
+    State(s): State<ApiState>,
+    params: Result<Query<IncidentParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<IncidentList>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let state = match p.state.as_deref() {
+        None => None,
+        Some(raw) => Some(IncidentState::parse(raw).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("state {raw:?}: expected new, in_progress, resolved, closed or reopened"),
+            )
+        })?),
+    };
+    if p.priority.is_some_and(|p| !(1..=5).contains(&p)) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "priority must be 1..5"));
+    }
+    let query = IncidentQuery {
+        state,
+        priority: p.priority,
+        service: p.service,
+        limit: p.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT),
+    };
+    let incidents = s.store.list_incidents(&query).await?;
+    Ok(axum::Json(IncidentList {
+        count: incidents.len(),
+        incidents,
+    }))
+}
+
+async fn get_incident(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Incident>, ApiError> {
+    s.store
+        .get_incident(&id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
+}
+
+/// Optional body of ack/resolve: who did it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    by: Option<String>,
+}
+
+fn actor(body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("api".into());
+    }
+    let b: ActionBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+    let by = b.by.unwrap_or_else(|| "api".into());
+    if by.len() > 128 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "by: at most 128 characters"));
+    }
+    Ok(by)
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            EngineError::Invalid(_) => ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string()),
+            EngineError::Store(e) => e.into(),
+        }
+    }
+}
+
+async fn ack_incident(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Incident>, ApiError> {
+    let by = actor(&body)?;
+    Ok(axum::Json(s.engine.acknowledge(&id, &by, Utc::now()).await?))
+}
+
+async fn resolve_incident(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Incident>, ApiError> {
+    let by = actor(&body)?;
+    Ok(axum::Json(s.engine.resolve(&id, &by, Utc::now()).await?))
+}
+
+async fn reload(State(s): State<ApiState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match s.reloader.reload().await {
+        Ok(n) => Ok(axum::Json(json!({"status": "reloaded", "rules": n}))),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_rules", e)),
+    }
 }

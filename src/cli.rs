@@ -1,4 +1,4 @@
-//! The command line: `incidentd run` and `incidentd check`.
+//! The command line: `incidentd run`, `check`, `test` and `replay`.
 //!
 //! Exit codes: 0 success, 64 (EX_USAGE) bad configuration (before any port is
 //! bound), 1 a runtime failure.
@@ -37,62 +37,174 @@ pub enum Command {
         #[arg(long)]
         store: Option<String>,
     },
-    /// Validate a config file, print every error with file:line, and exit.
+    /// Validate a config file and its rules, print every error with file:line, and exit.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run rule unit tests (files, or directories of *.yaml).
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Feed recorded alerts through the rules (memory store, recorded clock) and
+    /// print the incidents that would be raised. Nothing is sent anywhere.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON lines: `{"received_at": ..., "body": payload}` or bare payloads.
+        input: PathBuf,
+        /// Print a JSON array of incidents, as `GET /api/v1/incidents/{id}` returns them.
+        #[arg(long)]
+        json: bool,
+        /// Also show why each alert went where it went (with --json: an object
+        /// `{"incidents": [...], "alerts": [...]}`).
+        #[arg(long)]
+        explain: bool,
     },
 }
 
 /// Runs a parsed command line to completion.
 pub fn execute(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { config } => match config::load(&config, &Overrides::default()) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} webhook endpoints, store {})",
-                    config.display(),
-                    c.webhook.endpoints.len(),
-                    match c.store {
-                        config::StoreSettings::Memory { .. } => "memory",
-                        config::StoreSettings::Redis(_) => "redis",
-                    }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s)", errors.0.len());
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        Command::Check { config } => check(&config),
         Command::Run {
             config,
             listen,
             store,
         } => {
-            let config = match config::load(&config, &Overrides { listen, store }) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+            let Some((config, rules)) = load(&config, Overrides { listen, store }) else {
+                return ExitCode::from(EXIT_CONFIG);
             };
             init_tracing(&config.log);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
+            block_on(async move {
+                match crate::daemon::run(config, rules).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "incidentd failed");
+                        ExitCode::FAILURE
+                    }
                 }
-            };
-            match runtime.block_on(crate::daemon::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "incidentd failed");
-                    ExitCode::FAILURE
-                }
+            })
+        }
+        Command::Test { paths } => block_on(async move {
+            let mut all = crate::ruletest::Report::default();
+            for path in &paths {
+                let r = crate::ruletest::run_path(path, None).await;
+                all.passed += r.passed;
+                all.failures.extend(r.failures);
             }
+            if all.passed() {
+                println!("{}", all.render());
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", all.render());
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Replay {
+            config,
+            input,
+            json,
+            explain,
+        } => {
+            let Some((_, rules)) = load(&config, Overrides::default()) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            block_on(async move {
+                match crate::replay::replay(&input, std::sync::Arc::new(rules)).await {
+                    Ok(result) => {
+                        let printed = match (json, explain) {
+                            (true, false) => serde_json::to_string_pretty(&result.incidents),
+                            (true, true) => serde_json::to_string_pretty(&result),
+                            (false, _) => Ok(crate::replay::render_table(&result, explain)),
+                        };
+                        match printed {
+                            Ok(text) => {
+                                println!("{text}");
+                                for s in &result.skipped {
+                                    eprintln!("skipped {s}");
+                                }
+                                ExitCode::SUCCESS
+                            }
+                            Err(e) => {
+                                eprintln!("cannot print the result: {e}");
+                                ExitCode::FAILURE
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("replay failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let (config, rules) = match config::load(path, &Overrides::default()) {
+        Ok(c) => {
+            let rules = crate::daemon::load_rules(&c);
+            (Ok(c), rules)
+        }
+        Err(e) => (Err(e), Ok(crate::rules::RuleSet::empty())),
+    };
+    let mut errors = 0;
+    if let Err(e) = &config {
+        eprintln!("{e}");
+        errors += e.0.len();
+    }
+    if let Err(e) = &rules {
+        eprintln!("{e}");
+        errors += e.0.len();
+    }
+    match (config, rules) {
+        (Ok(c), Ok(r)) => {
+            println!(
+                "{}: ok ({} rules, {} webhook endpoints, store {})",
+                path.display(),
+                r.len(),
+                c.webhook.endpoints.len(),
+                match c.store {
+                    config::StoreSettings::Memory { .. } => "memory",
+                    config::StoreSettings::Redis(_) => "redis",
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{errors} error(s)");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The validated config and its rules, or `None` after printing every error.
+fn load(path: &std::path::Path, overrides: Overrides) -> Option<(config::Config, crate::rules::RuleSet)> {
+    let config = match config::load(path, &overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return None;
+        }
+    };
+    match crate::daemon::load_rules(&config) {
+        Ok(rules) => Some((config, rules)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
         }
     }
 }

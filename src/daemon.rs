@@ -1,7 +1,9 @@
-//! The running daemon: builds the store, the ingest path and the HTTP server from
-//! a validated [`Config`], and shuts them down gracefully.
+//! The running daemon: builds the store, the rules engine, the ingest path and
+//! the HTTP server from a validated [`Config`], runs the timers, reloads rules on
+//! SIGHUP or `POST /-/reload`, and shuts down gracefully.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, StoreSettings};
+use crate::incident::engine::Engine;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
+use crate::rules::{RuleErrors, RuleSet};
 use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -20,6 +24,8 @@ use crate::store::{SharedStore, StoreError};
 
 /// How often expired state is swept from stores that do not expire keys themselves.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often incident timers (auto-resolve, close, maintenance ends) are checked.
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -47,13 +53,65 @@ pub fn open_store(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
     })
 }
 
+/// The rules the config names (none when it names no directory).
+pub fn load_rules(config: &Config) -> Result<RuleSet, RuleErrors> {
+    match &config.rules_dir {
+        Some(dir) => RuleSet::load_dir(dir),
+        None => Ok(RuleSet::empty()),
+    }
+}
+
+/// Re-reads the rules and puts them in force, unless they are broken (or, with
+/// `require_tests`, their tests fail): then the running rules stay.
+pub struct Reloader {
+    rules_dir: Option<PathBuf>,
+    tests_dir: Option<PathBuf>,
+    require_tests: bool,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Returns the number of rules now in force, or why nothing changed.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let result = self.try_reload().await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics.rules_reloads.with_label_values(&[label]).inc();
+        match &result {
+            Ok(n) => tracing::info!(rules = n, "rules reloaded"),
+            Err(e) => tracing::error!(error = %e, "rule reload refused; the running rules stay"),
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<usize, String> {
+        let Some(dir) = &self.rules_dir else {
+            return Err("no rules.dir configured".into());
+        };
+        let rules = Arc::new(RuleSet::load_dir(dir).map_err(|e| e.to_string())?);
+        if self.require_tests
+            && let Some(tests) = &self.tests_dir
+        {
+            let report = crate::ruletest::run_path(tests, Some(rules.clone())).await;
+            if !report.passed() {
+                return Err(format!("rule tests failed:\n{}", report.render()));
+            }
+        }
+        let n = rules.len();
+        self.engine.swap_rules(rules);
+        Ok(n)
+    }
+}
+
 /// A started daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
 pub struct Daemon {
     pub local_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub engine: Arc<Engine>,
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
-    maintenance: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -61,11 +119,20 @@ impl Daemon {
     /// Builds everything and starts serving. Returns once the listener is bound.
     pub async fn start(
         config: &Config,
+        rules: RuleSet,
         registry: prometheus::Registry,
     ) -> Result<Daemon, DaemonError> {
         let metrics = Arc::new(Metrics::new(registry)?);
         let store = Instrumented::wrap(open_store(&config.store)?, metrics.clone());
-        let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone()));
+        let engine = Arc::new(Engine::new(store.clone(), Arc::new(rules), metrics.clone()));
+        let ingestor = Arc::new(Ingestor::new(engine.clone(), metrics.clone()));
+        let reloader = Arc::new(Reloader {
+            rules_dir: config.rules_dir.clone(),
+            tests_dir: config.rules_tests_dir.clone(),
+            require_tests: config.require_rule_tests,
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+        });
 
         let app = Router::new()
             .merge(crate::sources::webhook::routes(
@@ -74,16 +141,20 @@ impl Daemon {
                 ingestor,
                 metrics.clone(),
             ))
-            .merge(crate::api::routes(store.clone(), metrics.clone()))
+            .merge(crate::api::routes(crate::api::ApiState {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                engine: engine.clone(),
+                reloader: reloader.clone(),
+            }))
             .fallback(crate::api::not_found);
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| DaemonError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let local_addr = listener.local_addr().map_err(DaemonError::Serve)?;
         let (stop, mut stopped) = watch::channel(false);
         let server = tokio::spawn(
@@ -101,13 +172,32 @@ impl Daemon {
                 let _ = store.maintain(chrono::Utc::now()).await;
             }
         });
-        tracing::info!(addr = %local_addr, store = ?store_kind(&config.store), "incidentd listening");
+        let timers = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TICK_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = engine.tick(chrono::Utc::now()).await {
+                        tracing::warn!(error = %e, "incident timers: will retry");
+                    }
+                }
+            })
+        };
+        let sighup = {
+            let reloader = reloader.clone();
+            tokio::spawn(async move { reload_on_sighup(reloader).await })
+        };
+        tracing::info!(addr = %local_addr, store = store_kind(&config.store), rules = engine.rules().len(), "incidentd listening");
         Ok(Daemon {
             local_addr,
             metrics,
+            engine,
+            reloader,
             stop,
             server,
-            maintenance,
+            background: vec![maintenance, timers, sighup],
             grace: config.shutdown_grace,
         })
     }
@@ -116,7 +206,9 @@ impl Daemon {
     /// grace period, then stops.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
-        self.maintenance.abort();
+        for task in &self.background {
+            task.abort();
+        }
         let mut server = self.server;
         match tokio::time::timeout(self.grace, &mut server).await {
             Ok(Ok(result)) => result.map_err(DaemonError::Serve),
@@ -140,9 +232,24 @@ fn store_kind(s: &StoreSettings) -> &'static str {
     }
 }
 
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        // The outcome is logged and counted by `reload`.
+        let _ = reloader.reload().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: Arc<Reloader>) {}
+
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
-    let daemon = Daemon::start(&config, prometheus::Registry::new()).await?;
+pub async fn run(config: Config, rules: RuleSet) -> Result<(), DaemonError> {
+    let daemon = Daemon::start(&config, rules, prometheus::Registry::new()).await?;
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
     daemon.shutdown().await?;

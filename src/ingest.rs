@@ -1,8 +1,7 @@
-//! The ingest path shared by every source: a decoded batch of alerts goes into the
-//! state store (where dedup happens) in one call, and is counted.
-//!
-//! This is the seam where rules and correlation attach: they consume the
-//! [`Outcome`]s the store returns.
+//! The ingest path shared by every source: rules are evaluated (a `drop` keeps
+//! nothing), the batch goes into the state store in one call (where dedup
+//! happens), then each recorded alert goes through its rules' decisions into
+//! incidents. A batch is acknowledged only when all of that is stored.
 
 use std::sync::Arc;
 
@@ -10,11 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alert::Alert;
+use crate::incident::engine::Engine;
 use crate::metrics::Metrics;
-use crate::store::{Outcome, SharedStore, StoreError};
+use crate::rules::{Action, Decision};
+use crate::store::{Outcome, StoreError};
 
 pub struct Ingestor {
-    store: SharedStore,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
 }
 
@@ -26,11 +27,16 @@ pub struct IngestSummary {
     pub duplicates: usize,
     pub transitions: usize,
     pub stale: usize,
+    pub dropped: usize,
 }
 
 impl Ingestor {
-    pub fn new(store: SharedStore, metrics: Arc<Metrics>) -> Self {
-        Ingestor { store, metrics }
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
+        Ingestor { engine, metrics }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Records `alerts` from the source labelled `source` (a low-cardinality
@@ -45,11 +51,30 @@ impl Ingestor {
             .alerts_received
             .with_label_values(&[source])
             .inc_by(alerts.len() as u64);
-        let outcomes = self.store.record_alerts(&alerts, now).await?;
         let mut summary = IngestSummary {
             accepted: alerts.len(),
             ..IngestSummary::default()
         };
+        let rules = self.engine.rules();
+        let mut kept = Vec::with_capacity(alerts.len());
+        let mut decisions: Vec<Vec<Decision>> = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let d = rules.evaluate(&alert);
+            // The first matching rule decides whether the alert exists for us at all.
+            if let Some(first) = d.first()
+                && matches!(first.action, Action::Drop)
+            {
+                self.metrics
+                    .alerts_dropped
+                    .with_label_values(&[&first.rule])
+                    .inc();
+                summary.dropped += 1;
+                continue;
+            }
+            kept.push(alert);
+            decisions.push(d);
+        }
+        let outcomes = self.engine.store().record_alerts(&kept, now).await?;
         for outcome in &outcomes {
             match outcome {
                 Outcome::New => summary.new += 1,
@@ -70,6 +95,9 @@ impl Ingestor {
                     .with_label_values(&[source, outcome])
                     .inc_by(n as u64);
             }
+        }
+        for ((alert, d), outcome) in kept.iter().zip(&decisions).zip(outcomes) {
+            self.engine.process(&rules, alert, d, outcome, now).await?;
         }
         Ok(summary)
     }

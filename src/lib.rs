@@ -13,6 +13,7 @@
 //! - [`formats`]: payload shapes (Alertmanager, Grafana, generic JSON) decoded into [`alert::Alert`].
 //! - [`alert`]: the canonical alert and its fingerprint.
 //! - [`ingest`]: the path every decoded batch takes into the store.
+//! - [`rules`]: the rules engine: which alerts open incidents, with which ITIL fields.
 //! - [`store`]: the state store trait, its memory and Redis implementations, dedup rules.
 //! - [`api`]: health, readiness, metrics, REST API, and the JSON error shape.
 //! - [`metrics`]: the Prometheus metrics, on a registry passed in.
@@ -24,8 +25,13 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod formats;
+pub mod incident;
 pub mod ingest;
 pub mod metrics;
+pub mod rules;
+pub mod replay;
+pub mod ruletest;
 pub mod secret;
+pub mod simulate;
 pub mod sources;
 pub mod store;

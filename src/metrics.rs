@@ -2,7 +2,8 @@
 //! global, so tests can run several daemons in one process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,6 +18,17 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
     pub store_up: IntGauge,
+    /// Alerts a `drop` rule discarded, by rule.
+    pub alerts_dropped: IntCounterVec,
+    /// Firing alerts held by a maintenance window.
+    pub alerts_in_maintenance: IntCounter,
+    /// Incident changes by event (created, updated, acknowledged, resolved, reopened, closed).
+    pub incident_changes: IntCounterVec,
+    /// Incident writes that lost a race with another writer and were retried.
+    pub incident_conflicts: IntCounter,
+    pub rules_loaded: IntGauge,
+    /// Rule reloads by result (success, failure).
+    pub rules_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +76,33 @@ impl Metrics {
             "incidentd_store_up",
             "1 when the last readiness check reached the state store.",
         )?;
+        let alerts_dropped = IntCounterVec::new(
+            Opts::new("incidentd_alerts_dropped_total", "Alerts discarded by a drop rule, by rule."),
+            &["rule"],
+        )?;
+        let alerts_in_maintenance = IntCounter::new(
+            "incidentd_alerts_in_maintenance_total",
+            "Firing alerts held by a maintenance window.",
+        )?;
+        let incident_changes = IntCounterVec::new(
+            Opts::new("incidentd_incident_changes_total", "Incident changes, by event."),
+            &["event"],
+        )?;
+        let incident_conflicts = IntCounter::new(
+            "incidentd_incident_write_conflicts_total",
+            "Incident writes retried because another writer changed the incident first.",
+        )?;
+        let rules_loaded = IntGauge::new("incidentd_rules_loaded", "Rules in force.")?;
+        let rules_reloads = IntCounterVec::new(
+            Opts::new("incidentd_rules_reloads_total", "Rule reloads, by result."),
+            &["result"],
+        )?;
+        registry.register(Box::new(alerts_dropped.clone()))?;
+        registry.register(Box::new(alerts_in_maintenance.clone()))?;
+        registry.register(Box::new(incident_changes.clone()))?;
+        registry.register(Box::new(incident_conflicts.clone()))?;
+        registry.register(Box::new(rules_loaded.clone()))?;
+        registry.register(Box::new(rules_reloads.clone()))?;
         registry.register(Box::new(alerts_received.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(alerts_recorded.clone()))?;
@@ -78,6 +117,12 @@ impl Metrics {
             store_duration,
             store_errors,
             store_up,
+            alerts_dropped,
+            alerts_in_maintenance,
+            incident_changes,
+            incident_conflicts,
+            rules_loaded,
+            rules_reloads,
         })
     }
 

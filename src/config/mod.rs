@@ -97,6 +97,13 @@ pub struct RulesConfig {
     /// Directory of `*.yaml` rule files, relative to the config file.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Rule tests (`incidentd test` files), relative to the config file;
+    /// default `<dir>/tests`.
+    #[serde(default)]
+    pub tests_dir: Option<PathBuf>,
+    /// On reload, put a new rule set in force only if its rule tests pass.
+    #[serde(default)]
+    pub require_tests: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +154,8 @@ pub struct Config {
     pub store: StoreSettings,
     pub webhook: WebhookSettings,
     pub rules_dir: Option<PathBuf>,
+    pub rules_tests_dir: Option<PathBuf>,
+    pub require_rule_tests: bool,
     pub log: LogConfig,
 }
 
@@ -366,6 +375,14 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
     {
         p.at("rules.dir", format!("{} is not a directory", dir.display()));
     }
+    let rules_tests_dir = raw
+        .rules
+        .tests_dir
+        .map(|d| base_dir.join(d))
+        .or_else(|| rules_dir.as_ref().map(|d| d.join("tests")));
+    if raw.rules.require_tests && !rules_tests_dir.as_ref().is_some_and(|d| d.is_dir()) {
+        p.at("rules.require_tests", "needs a rule tests directory (rules.tests_dir, or <rules.dir>/tests)");
+    }
 
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
@@ -379,6 +396,8 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         store,
         webhook,
         rules_dir,
+        rules_tests_dir,
+        require_rule_tests: raw.rules.require_tests,
         log: raw.log,
     }
 }

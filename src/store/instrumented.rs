@@ -6,7 +6,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertQuery, AlertState, Outcome, SharedStore, StateStore, StoreError};
+use super::{
+    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, SharedStore,
+    StateStore, StoreError,
+};
+use crate::incident::{Incident, IncidentQuery};
 use crate::alert::Alert;
 use crate::metrics::Metrics;
 
@@ -36,6 +40,16 @@ impl Instrumented {
     }
 }
 
+/// Times one call of the inner store under the operation name `op`.
+macro_rules! timed {
+    ($self:ident, $op:literal, $call:expr) => {{
+        let started = Instant::now();
+        let r = $call.await;
+        $self.observe($op, started, &r);
+        r
+    }};
+}
+
 #[async_trait::async_trait]
 impl StateStore for Instrumented {
     fn kind(&self) -> &'static str {
@@ -47,30 +61,59 @@ impl StateStore for Instrumented {
         alerts: &[Alert],
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let started = Instant::now();
-        let r = self.inner.record_alerts(alerts, now).await;
-        self.observe("record_alerts", started, &r);
-        r
+        timed!(self, "record_alerts", self.inner.record_alerts(alerts, now))
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError> {
-        let started = Instant::now();
-        let r = self.inner.list_alerts(query).await;
-        self.observe("list_alerts", started, &r);
-        r
+        timed!(self, "list_alerts", self.inner.list_alerts(query))
+    }
+
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertState>, StoreError> {
+        timed!(self, "get_alert", self.inner.get_alert(fingerprint))
+    }
+
+    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
+        timed!(self, "set_explain", self.inner.set_explain(fingerprint, explain))
+    }
+
+    async fn find_incident(
+        &self,
+        rule: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<FoundIncident, StoreError> {
+        timed!(self, "find_incident", self.inner.find_incident(rule, key, fingerprint))
+    }
+
+    async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        timed!(self, "get_incident", self.inner.get_incident(id))
+    }
+
+    async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError> {
+        timed!(self, "commit_incident", self.inner.commit_incident(commit))
+    }
+
+    async fn list_incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        timed!(self, "list_incidents", self.inner.list_incidents(query))
+    }
+
+    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+        timed!(self, "due_incidents", self.inner.due_incidents(now, limit))
+    }
+
+    async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        timed!(self, "hold_alert", self.inner.hold_alert(fingerprint, until))
+    }
+
+    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+        timed!(self, "take_released", self.inner.take_released(now, limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let r = self.inner.ping().await;
-        self.observe("ping", started, &r);
-        r
+        timed!(self, "ping", self.inner.ping())
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let r = self.inner.maintain(now).await;
-        self.observe("maintain", started, &r);
-        r
+        timed!(self, "maintain", self.inner.maintain(now))
     }
 }

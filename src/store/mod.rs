@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, Status};
+use crate::incident::{Incident, IncidentQuery};
 
 /// What the store keeps about one alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,77 @@ pub struct AlertState {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub status_changed_at: DateTime<Utc>,
+    /// Why the alert went where it went, as of its last processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explain>,
+}
+
+impl AlertState {
+    /// The alert as last received, for re-processing (e.g. when a maintenance
+    /// window ends).
+    pub fn to_alert(&self) -> Alert {
+        Alert {
+            source: self.source.clone(),
+            fingerprint: self.fingerprint.clone(),
+            status: self.status,
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            severity: self.severity.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            generator_url: self.generator_url.clone(),
+            received_at: self.last_seen,
+        }
+    }
+}
+
+/// Why an alert went where it went: the answer to "why was this grouped (or not)?".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explain {
+    pub at: DateTime<Utc>,
+    /// One line: `incident INC`, `suppressed by rule R`, `in maintenance W`, `no rule matched`, ...
+    pub summary: String,
+    /// Each rule that matched, in order.
+    pub rules: Vec<ExplainRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainRule {
+    pub rule: String,
+    /// `incident`, `suppress` or `drop`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// What happened, in words.
+    pub result: String,
+}
+
+/// The incident an alert correlates to, as the store found it.
+#[derive(Debug, Clone, Default)]
+pub struct FoundIncident {
+    /// The incident the alert already belongs to (unless closed), else the one
+    /// the correlation key points at.
+    pub incident: Option<Incident>,
+    /// The id the correlation key points at now (compared again on commit).
+    pub slot: Option<String>,
+}
+
+/// One incident write. Applied only if the stored version is still
+/// `expected_version` (0: the incident does not exist yet) and, with `bind`, the
+/// correlation key still points where it did when read.
+#[derive(Debug, Clone)]
+pub struct IncidentCommit<'a> {
+    /// The new record; its `version` must be `expected_version + 1`.
+    pub incident: &'a Incident,
+    pub expected_version: u64,
+    /// Point this correlation key at the incident: `(key, expected current id)`.
+    pub bind: Option<(&'a str, Option<&'a str>)>,
+    /// Record that alert `(rule, fingerprint)` belongs to the incident.
+    pub member: Option<(&'a str, &'a str)>,
+    /// When the incident's timers next need a look (auto-resolve, close).
+    pub due: Option<DateTime<Utc>>,
 }
 
 /// What recording one alert did.
@@ -111,6 +183,38 @@ pub trait StateStore: Send + Sync + 'static {
     /// Succeeds when the store can serve requests now.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// One alert's state.
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertState>, StoreError>;
+
+    /// Records why the alert went where it went.
+    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError>;
+
+    /// The incident alert `fingerprint` correlates to under `rule` and `key`.
+    async fn find_incident(
+        &self,
+        rule: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<FoundIncident, StoreError>;
+
+    async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
+
+    /// Writes an incident if nobody changed it since it was read; `Ok(false)`
+    /// when somebody did (read again and retry).
+    async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError>;
+
+    /// Incidents, most recently updated first.
+    async fn list_incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+
+    /// Ids of incidents whose timers are due at `now`.
+    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Holds a firing alert raised during a maintenance window until `until`.
+    async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Takes (and forgets) the held alerts whose window has ended by `now`.
+    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
     /// backend expires keys itself.
     async fn maintain(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -144,6 +248,7 @@ pub fn merge(prev: Option<AlertState>, alert: &Alert, now: DateTime<Utc>) -> (Al
         first_seen,
         last_seen: now,
         status_changed_at: now,
+        explain: None,
     };
     match prev {
         None => (fresh(1, 1, 0, now), Outcome::New),
@@ -155,19 +260,22 @@ pub fn merge(prev: Option<AlertState>, alert: &Alert, now: DateTime<Utc>) -> (Al
                 prev.first_seen,
             );
             next.status_changed_at = prev.status_changed_at;
+            next.explain = prev.explain;
             let count = next.count;
             (next, Outcome::Duplicate { count })
         }
         Some(prev) if is_stale(&prev, alert) => (prev, Outcome::Stale),
         Some(prev) => {
             let from = prev.status;
+            let mut next = fresh(
+                1,
+                prev.total_count + 1,
+                prev.transitions + 1,
+                prev.first_seen,
+            );
+            next.explain = prev.explain;
             (
-                fresh(
-                    1,
-                    prev.total_count + 1,
-                    prev.transitions + 1,
-                    prev.first_seen,
-                ),
+                next,
                 Outcome::Transition {
                     from,
                     to: alert.status,

@@ -7,6 +7,13 @@
 //! - `P:alerts`: a sorted set of fingerprints by last-seen time, for listing.
 //!   Entries whose hash has expired are pruned when a listing finds them.
 //!
+//! - `{P}:incident:ID`, `{P}:slot:KEY` (correlation key → incident id),
+//!   `{P}:member:RULE|FP` (alert → incident), `{P}:incidents` and `{P}:due`
+//!   (sorted sets by update time and next timer), `{P}:held` (alerts held by a
+//!   maintenance window). They share the `{P}` hash tag so one Lua script can
+//!   commit an incident, its slot and membership atomically on Redis Cluster too;
+//!   incidents are far fewer than alerts, so one slot holds them.
+//!
 //! A batch is one pipeline: per alert, `EVALSHA record_alert.lua` (atomic for that
 //! alert) and a `ZADD` to the index. The connection manager reconnects on its own;
 //! after a Redis restart the script cache is empty, so a `NOSCRIPT` answer loads
@@ -20,10 +27,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use super::{AlertQuery, AlertState, Outcome, StateStore, StoreError};
+use super::{
+    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, StateStore, StoreError,
+};
 use crate::alert::{Alert, Status};
+use crate::incident::{Incident, IncidentQuery, IncidentState};
 
 const RECORD_ALERT: &str = include_str!("record_alert.lua");
+const COMMIT_INCIDENT: &str = include_str!("commit_incident.lua");
+/// Membership of an alert in an incident outlives quiet periods by this much.
+const MEMBER_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Index entries read per round trip while listing.
 const LIST_CHUNK: isize = 500;
 
@@ -40,6 +53,7 @@ pub struct RedisOptions {
 pub struct RedisStore {
     conn: ConnectionManager,
     script: Script,
+    commit: Script,
     prefix: String,
     retention_ms: u64,
 }
@@ -75,6 +89,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             script: Script::new(RECORD_ALERT),
+            commit: Script::new(COMMIT_INCIDENT),
             prefix: opts.key_prefix.clone(),
             retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
         })
@@ -86,6 +101,31 @@ impl RedisStore {
 
     fn index_key(&self) -> String {
         format!("{}:alerts", self.prefix)
+    }
+
+    /// A key in the incident keyspace (one hash tag: the prefix).
+    fn inc_key(&self, rest: &str) -> String {
+        format!("{{{}}}:{rest}", self.prefix)
+    }
+
+    async fn load_incidents(&self, ids: &[String]) -> Result<Vec<Option<Incident>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.inc_key(&format!("incident:{id}")), "doc");
+        }
+        let mut conn = self.conn.clone();
+        let docs: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        docs.into_iter()
+            .map(|d| {
+                d.map(|d| {
+                    serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     fn batch_pipeline(
@@ -207,6 +247,13 @@ fn decode_state(
         first_seen: ms_time(fields, "first_seen")?,
         last_seen: ms_time(fields, "last_seen")?,
         status_changed_at: ms_time(fields, "changed_at")?,
+        explain: match fields.get("explain") {
+            Some(e) => Some(
+                serde_json::from_str(e)
+                    .map_err(|e| StoreError::Corrupt(format!("alert {fingerprint}: explain: {e}")))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -284,6 +331,165 @@ impl StateStore for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertState>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn
+            .hgetall(self.alert_key(fingerprint))
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        decode_state(fingerprint, &fields).map(Some)
+    }
+
+    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
+        let json = serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        // HSETEX-free: only set on a hash that still exists, so an expired alert
+        // is not resurrected as a hash with an explanation and nothing else.
+        let _: () = redis::cmd("EVAL")
+            .arg("if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'explain', ARGV[1]) end")
+            .arg(1)
+            .arg(self.alert_key(fingerprint))
+            .arg(json)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_incident(
+        &self,
+        rule: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<FoundIncident, StoreError> {
+        let mut conn = self.conn.clone();
+        let (member, slot): (Option<String>, Option<String>) = redis::pipe()
+            .get(self.inc_key(&format!("member:{rule}|{fingerprint}")))
+            .get(self.inc_key(&format!("slot:{key}")))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let ids: Vec<String> = member.iter().chain(slot.iter()).cloned().collect();
+        let loaded = self.load_incidents(&ids).await?;
+        let mut loaded = loaded.into_iter();
+        let member_inc = match member {
+            Some(_) => loaded.next().flatten(),
+            None => None,
+        }
+        .filter(|i| i.state != IncidentState::Closed);
+        let slot_inc = match slot {
+            Some(_) => loaded.next().flatten(),
+            None => None,
+        };
+        Ok(FoundIncident {
+            incident: member_inc.or(slot_inc),
+            slot,
+        })
+    }
+
+    async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        Ok(self.load_incidents(&[id.to_string()]).await?.pop().flatten())
+    }
+
+    async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
+        let inc = c.incident;
+        let doc = serde_json::to_string(inc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (bind, slot_key, expected_slot) = match c.bind {
+            Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
+            None => ("0", "slot:".to_string(), ""),
+        };
+        let (member, member_key) = match c.member {
+            Some((rule, fp)) => ("1", format!("member:{rule}|{fp}")),
+            None => ("0", "member:".to_string()),
+        };
+        let mut invocation = self.commit.prepare_invoke();
+        invocation
+            .key(self.inc_key(&format!("incident:{}", inc.id)))
+            .key(self.inc_key(&slot_key))
+            .key(self.inc_key(&member_key))
+            .key(self.inc_key("incidents"))
+            .key(self.inc_key("due"))
+            .arg(c.expected_version)
+            .arg(inc.version)
+            .arg(doc)
+            .arg(&inc.id)
+            .arg(bind)
+            .arg(expected_slot)
+            .arg(member)
+            .arg(MEMBER_TTL_MS)
+            .arg(inc.updated_at.timestamp_millis())
+            .arg(c.due.map(|d| d.timestamp_millis().to_string()).unwrap_or_default());
+        let mut conn = self.conn.clone();
+        // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
+        let written: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    async fn list_incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let mut conn = self.conn.clone();
+        let index = self.inc_key("incidents");
+        let mut out = Vec::new();
+        let mut start: isize = 0;
+        while out.len() < query.limit {
+            let ids: Vec<String> = conn
+                .zrevrange(&index, start, start + LIST_CHUNK - 1)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            start += LIST_CHUNK;
+            for inc in self.load_incidents(&ids).await?.into_iter().flatten() {
+                if query.matches(&inc) && out.len() < query.limit {
+                    out.push(inc);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.zrangebyscore_limit(self.inc_key("due"), "-inf", now.timestamp_millis(), 0, limit as isize)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.zadd(self.inc_key("held"), fingerprint, until.timestamp_millis())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let held = self.inc_key("held");
+        let fps: Vec<String> = conn
+            .zrangebyscore_limit(&held, "-inf", now.timestamp_millis(), 0, limit as isize)
+            .await
+            .map_err(unavailable)?;
+        if fps.is_empty() {
+            return Ok(fps);
+        }
+        // ZREM answers how many it removed; each instance keeps only the ones it
+        // removed itself, so a released alert is processed once.
+        let mut pipe = redis::pipe();
+        for fp in &fps {
+            pipe.zrem(&held, fp);
+        }
+        let removed: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(fps
+            .into_iter()
+            .zip(removed)
+            .filter(|(_, n)| *n == 1)
+            .map(|(fp, _)| fp)
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

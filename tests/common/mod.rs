@@ -129,7 +129,8 @@ pub async fn start_daemon(yaml: &str) -> Daemon {
         |n| std::env::var(n).ok(),
     )
     .unwrap_or_else(|e| panic!("test config: {e}"));
-    Daemon::start(&cfg, prometheus::Registry::new())
+    let rules = incidentd::daemon::load_rules(&cfg).unwrap_or_else(|e| panic!("test rules: {e}"));
+    Daemon::start(&cfg, rules, prometheus::Registry::new())
         .await
         .expect("daemon starts")
 }

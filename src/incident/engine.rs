@@ -1,0 +1,290 @@
+//! Runs the rules and the lifecycle over the state store.
+//!
+//! Every incident write is optimistic: read, compute the next incident with the
+//! pure [`lifecycle`] functions, commit only if nobody changed it meanwhile
+//! (version and correlation slot are checked atomically by the store), else read
+//! again. That is how two daemon instances receiving the same storm open one
+//! incident per correlation key.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use super::lifecycle::{self, Step};
+use super::{Incident, IncidentState};
+use crate::alert::{Alert, Status};
+use crate::metrics::Metrics;
+use crate::rules::{Action, Decision, IncidentSpec, RuleSet};
+use crate::store::{Explain, ExplainRule, IncidentCommit, Outcome, SharedStore, StoreError};
+
+/// Reads-and-retries before an incident write gives up (and the request gets 503).
+const MAX_ATTEMPTS: usize = 16;
+/// Due timers and released alerts handled per tick.
+const TICK_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no incident {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Engine {
+    store: SharedStore,
+    rules: RwLock<Arc<RuleSet>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What correlating one alert did, for the explanation.
+enum Correlated {
+    Nothing,
+    Opened(String),
+    Joined(String, IncidentState),
+}
+
+impl Engine {
+    pub fn new(store: SharedStore, rules: Arc<RuleSet>, metrics: Arc<Metrics>) -> Self {
+        metrics.rules_loaded.set(rules.len() as i64);
+        Engine {
+            store,
+            rules: RwLock::new(rules),
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The rules in force now.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        match self.rules.read() {
+            Ok(r) => r.clone(),
+            // A writer panicked mid-swap; the Arc inside is still whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new rule set in force for alerts processed from now on.
+    pub fn swap_rules(&self, rules: Arc<RuleSet>) {
+        self.metrics.rules_loaded.set(rules.len() as i64);
+        match self.rules.write() {
+            Ok(mut r) => *r = rules,
+            Err(poisoned) => *poisoned.into_inner() = rules,
+        }
+    }
+
+    /// Takes one recorded alert through its rules' decisions.
+    pub async fn process(
+        &self,
+        rules: &RuleSet,
+        alert: &Alert,
+        decisions: &[Decision],
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if outcome == Outcome::Stale {
+            return Ok(());
+        }
+        let maintenance = rules.maintenance_at(alert, now);
+        let mut explained = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            let (action, key, incident_id, result) = match &d.action {
+                Action::Drop => ("drop", None, None, "dropped".to_string()),
+                Action::Suppress => ("suppress", None, None, "suppressed: state kept, no incident".to_string()),
+                Action::Incident(spec) => {
+                    let key = spec.correlation_key(&d.rule, alert);
+                    match &maintenance {
+                        Some(hit) if alert.status == Status::Firing => {
+                            self.store.hold_alert(&alert.fingerprint, hit.ends_at).await?;
+                            self.metrics.alerts_in_maintenance.inc();
+                            let result = format!(
+                                "in maintenance window {} until {}: no incident unless still firing then",
+                                hit.name,
+                                hit.ends_at.to_rfc3339()
+                            );
+                            ("incident", Some(key), None, result)
+                        }
+                        _ => match self.correlate(&d.rule, spec, &key, alert, now).await? {
+                            Correlated::Nothing => (
+                                "incident",
+                                Some(key),
+                                None,
+                                "no open incident for this resolved alert".to_string(),
+                            ),
+                            Correlated::Opened(id) => {
+                                ("incident", Some(key), Some(id.clone()), format!("opened incident {id}"))
+                            }
+                            Correlated::Joined(id, state) => (
+                                "incident",
+                                Some(key),
+                                Some(id.clone()),
+                                format!("correlated into incident {id} (now {})", state.as_str()),
+                            ),
+                        },
+                    }
+                }
+            };
+            explained.push(ExplainRule {
+                rule: d.rule.to_string(),
+                action: action.to_string(),
+                correlation_key: key,
+                incident_id,
+                result,
+            });
+        }
+        let summary = match explained.first() {
+            None => "no rule matched".to_string(),
+            Some(first) if explained.len() == 1 => format!("rule {}: {}", first.rule, first.result),
+            Some(_) => explained
+                .iter()
+                .map(|e| format!("rule {}: {}", e.rule, e.result))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let explain = Explain {
+            at: now,
+            summary,
+            rules: explained,
+        };
+        self.store.set_explain(&alert.fingerprint, &explain).await
+    }
+
+    async fn correlate(
+        &self,
+        rule: &str,
+        spec: &IncidentSpec,
+        key: &str,
+        alert: &Alert,
+        now: DateTime<Utc>,
+    ) -> Result<Correlated, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let found = self.store.find_incident(rule, key, &alert.fingerprint).await?;
+            let before = found.incident.clone();
+            let expected = before.as_ref().map_or(0, |i| i.version);
+            let step = lifecycle::on_alert(found.incident, rule, spec, key, alert, now, new_id);
+            let (mut inc, created) = match step {
+                Step::Nothing => return Ok(Correlated::Nothing),
+                Step::Create(inc) => (*inc, true),
+                Step::Update(inc) => (*inc, false),
+            };
+            if !created && before.as_ref() == Some(&inc) {
+                return Ok(Correlated::Joined(inc.id, inc.state));
+            }
+            inc.version = if created { 1 } else { expected + 1 };
+            let commit = IncidentCommit {
+                incident: &inc,
+                expected_version: if created { 0 } else { expected },
+                bind: created.then_some((key, found.slot.as_deref())),
+                member: Some((rule, alert.fingerprint.as_str())),
+                due: lifecycle::next_due(&inc),
+            };
+            if self.store.commit_incident(&commit).await? {
+                self.count_changes(before.as_ref(), &inc, created);
+                return Ok(if created {
+                    Correlated::Opened(inc.id)
+                } else {
+                    Correlated::Joined(inc.id, inc.state)
+                });
+            }
+            self.metrics.incident_conflicts.inc();
+        }
+        Err(StoreError::Unavailable(format!(
+            "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
+        )))
+    }
+
+    fn count_changes(&self, before: Option<&Incident>, after: &Incident, created: bool) {
+        let event = if created {
+            "created"
+        } else {
+            match (before.map(|b| b.state), after.state) {
+                (Some(a), b) if a == b => "updated",
+                (_, IncidentState::Reopened) => "reopened",
+                (_, IncidentState::Resolved) => "resolved",
+                (_, IncidentState::Closed) => "closed",
+                (_, IncidentState::InProgress) => "acknowledged",
+                _ => "updated",
+            }
+        };
+        self.metrics.incident_changes.with_label_values(&[event]).inc();
+    }
+
+    /// Time-driven work due at `now`: auto-resolve and close timers, and alerts
+    /// released from maintenance windows that are still firing.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        for id in self.store.due_incidents(now, TICK_BATCH).await? {
+            match self.update(&id, now, |inc| Ok(lifecycle::tick(inc, now))).await {
+                Ok(_) | Err(EngineError::NotFound(_) | EngineError::Invalid(_)) => {}
+                Err(EngineError::Store(e)) => return Err(e),
+            }
+        }
+        let rules = self.rules();
+        for fp in self.store.take_released(now, TICK_BATCH).await? {
+            let Some(state) = self.store.get_alert(&fp).await? else {
+                continue;
+            };
+            if state.status != Status::Firing {
+                continue;
+            }
+            let alert = state.to_alert();
+            let decisions = rules.evaluate(&alert);
+            self.process(&rules, &alert, &decisions, Outcome::Duplicate { count: state.count }, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads incident `id`, applies `change`, commits; retries on conflicts.
+    async fn update(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        change: impl Fn(Incident) -> Result<Incident, String>,
+    ) -> Result<Incident, EngineError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(before) = self.store.get_incident(id).await? else {
+                return Err(EngineError::NotFound(id.to_string()));
+            };
+            let mut next = change(before.clone()).map_err(EngineError::Invalid)?;
+            let unchanged = next == before;
+            if unchanged && lifecycle::next_due(&before).is_none_or(|d| d > now) {
+                return Ok(before);
+            }
+            // Unchanged yet due: nothing will ever be due on it, so the commit
+            // below takes it off the due index instead of looking at it forever.
+            let due = if unchanged { None } else { lifecycle::next_due(&next) };
+            next.version = before.version + 1;
+            let commit = IncidentCommit {
+                incident: &next,
+                expected_version: before.version,
+                bind: None,
+                member: None,
+                due,
+            };
+            if self.store.commit_incident(&commit).await? {
+                self.count_changes(Some(&before), &next, false);
+                return Ok(next);
+            }
+            self.metrics.incident_conflicts.inc();
+        }
+        Err(EngineError::Store(StoreError::Unavailable(format!(
+            "incident {id}: gave up after {MAX_ATTEMPTS} concurrent updates"
+        ))))
+    }
+
+    pub async fn acknowledge(&self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Incident, EngineError> {
+        self.update(id, now, |inc| lifecycle::acknowledge(inc, now, by)).await
+    }
+
+    pub async fn resolve(&self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Incident, EngineError> {
+        self.update(id, now, |inc| lifecycle::resolve(inc, now, by)).await
+    }
+}
+
+fn new_id() -> String {
+    format!("inc-{}", uuid::Uuid::now_v7().simple())
+}

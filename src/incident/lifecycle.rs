@@ -1,0 +1,300 @@
+//! The incident lifecycle as pure functions: given the incident an alert
+//! correlates to (if any), the alert and the time, what the incident becomes.
+//!
+//! ```text
+//!  new ──ack──► in_progress ──┐
+//!   │                         ├──(all alerts resolved for resolve_after, or manual)──► resolved ──(close_after)──► closed
+//!   └─────────────────────────┘                                                          │
+//!  reopened ◄──(a correlated alert fires within reopen_within)───────────────────────────┘
+//! ```
+//!
+//! Nothing here reads a clock or a store: the caller passes `now`.
+
+use chrono::{DateTime, Utc};
+
+use super::{Incident, IncidentAlert, IncidentState, Policy};
+use crate::alert::{Alert, Status};
+use crate::rules::{IncidentSpec, ResolveMode};
+
+/// What an alert does to the incident it correlates with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to store (e.g. a resolved alert with no incident).
+    Nothing,
+    /// A new incident; the correlation key now points at it.
+    Create(Box<Incident>),
+    /// The given incident, changed.
+    Update(Box<Incident>),
+}
+
+fn secs(d: std::time::Duration) -> u64 {
+    d.as_secs()
+}
+
+fn within(since: DateTime<Utc>, now: DateTime<Utc>, limit_s: u64) -> bool {
+    (now - since).num_milliseconds() <= (limit_s as i64).saturating_mul(1000)
+}
+
+/// Short human description of an alert for timeline causes.
+pub fn describe(alert_name: Option<&str>, fingerprint: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+    let name = alert_name.unwrap_or("alert");
+    let where_ = labels
+        .get("instance")
+        .or_else(|| labels.get("service"))
+        .or_else(|| labels.get("host"))
+        .map(|v| format!(" on {v}"))
+        .unwrap_or_default();
+    format!("{name}{where_} ({fingerprint})")
+}
+
+fn cause(alert: &Alert) -> String {
+    describe(
+        alert.labels.get("alertname").map(String::as_str),
+        &alert.fingerprint,
+        &alert.labels,
+    )
+}
+
+/// Applies one alert (firing or resolved) for `rule`/`key` to `current`, the
+/// incident the store found for it: the one the alert already belongs to, else
+/// the one the correlation key points at.
+pub fn on_alert(
+    current: Option<Incident>,
+    rule: &str,
+    spec: &IncidentSpec,
+    key: &str,
+    alert: &Alert,
+    now: DateTime<Utc>,
+    new_id: impl FnOnce() -> String,
+) -> Step {
+    let firing = alert.status == Status::Firing;
+    match current {
+        Some(inc) if inc.state.is_open() => {
+            let member = inc.alert(&alert.fingerprint).is_some();
+            if member || within(inc.last_activity, now, inc.policy.window_s) {
+                Step::Update(Box::new(join(inc, spec, alert, now)))
+            } else if firing {
+                Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())))
+            } else {
+                Step::Nothing
+            }
+        }
+        Some(inc) if inc.state == IncidentState::Resolved => {
+            let resolved_at = inc.resolved_at.unwrap_or(inc.updated_at);
+            if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
+                let mut inc = inc;
+                inc.state = IncidentState::Reopened;
+                inc.reopen_count += 1;
+                inc.resolved_at = None;
+                inc.push_timeline(now, "reopened", format!("{} fired again", cause(alert)));
+                Step::Update(Box::new(join(inc, spec, alert, now)))
+            } else if firing {
+                Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())))
+            } else if inc.alert(&alert.fingerprint).is_some() {
+                Step::Update(Box::new(join(inc, spec, alert, now)))
+            } else {
+                Step::Nothing
+            }
+        }
+        // Closed, or nothing yet: only a firing alert opens an incident.
+        _ if firing => Step::Create(Box::new(create(rule, spec, key, alert, now, new_id()))),
+        _ => Step::Nothing,
+    }
+}
+
+fn create(rule: &str, spec: &IncidentSpec, key: &str, alert: &Alert, now: DateTime<Utc>, id: String) -> Incident {
+    let fields = spec.render(alert, 1);
+    let mut inc = Incident {
+        id,
+        title: fields.title,
+        description: fields.description,
+        state: IncidentState::New,
+        priority: spec.priority,
+        impact: spec.impact,
+        urgency: spec.urgency,
+        category: spec.category.clone(),
+        subcategory: spec.subcategory.clone(),
+        assignment_group: fields.assignment_group,
+        service: fields.service,
+        configuration_items: fields.configuration_item.into_iter().collect(),
+        major: false,
+        alert_count: 1,
+        rule: rule.to_string(),
+        correlation_key: key.to_string(),
+        created_at: now,
+        updated_at: now,
+        resolved_at: None,
+        closed_at: None,
+        reopen_count: 0,
+        external_refs: Default::default(),
+        route: spec.route.clone(),
+        alerts: vec![IncidentAlert {
+            fingerprint: alert.fingerprint.clone(),
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            status: alert.status,
+            joined_at: now,
+            status_changed_at: now,
+        }],
+        timeline: Vec::new(),
+        timeline_dropped: 0,
+        last_activity: now,
+        all_resolved_since: None,
+        policy: Policy {
+            window_s: secs(spec.window),
+            auto_resolve: spec.resolve == ResolveMode::Auto,
+            resolve_after_s: secs(spec.resolve_after),
+            reopen_within_s: secs(spec.reopen_within),
+            close_after_s: secs(spec.close_after),
+        },
+        version: 0,
+    };
+    inc.push_timeline(now, "created", format!("rule {rule}: {}", cause(alert)));
+    inc
+}
+
+/// Adds the alert to the incident or updates its status there.
+fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc>) -> Incident {
+    inc.last_activity = now;
+    let idx = inc.alerts.iter().position(|a| a.fingerprint == alert.fingerprint);
+    match idx {
+        None => {
+            inc.alerts.push(IncidentAlert {
+                fingerprint: alert.fingerprint.clone(),
+                labels: alert.labels.clone(),
+                annotations: alert.annotations.clone(),
+                status: alert.status,
+                joined_at: now,
+                status_changed_at: now,
+            });
+            inc.alert_count = inc.alerts.len();
+            let fields = spec.render(alert, inc.alert_count);
+            if let Some(ci) = fields.configuration_item
+                && !inc.configuration_items.contains(&ci)
+            {
+                inc.configuration_items.push(ci);
+            }
+            // The title may count alerts: keep it in step, worded after the
+            // first alert (it names what broke first).
+            inc.title = retitle(&inc, spec);
+            inc.push_timeline(now, "alert_added", cause(alert));
+            inc.updated_at = now;
+        }
+        Some(i) if inc.alerts[i].status != alert.status => {
+            inc.alerts[i].status = alert.status;
+            inc.alerts[i].status_changed_at = now;
+            let event = match alert.status {
+                Status::Firing => "alert_refired",
+                Status::Resolved => "alert_resolved",
+            };
+            inc.push_timeline(now, event, cause(alert));
+            inc.updated_at = now;
+        }
+        Some(_) => {}
+    }
+    let all_resolved = inc.alerts.iter().all(|a| a.status == Status::Resolved);
+    inc.all_resolved_since = match (all_resolved, inc.all_resolved_since) {
+        (true, Some(since)) => Some(since),
+        (true, None) => Some(now),
+        (false, _) => None,
+    };
+    tick(inc, now)
+}
+
+/// The title rendered for the incident's first alert with the current count.
+fn retitle(inc: &Incident, spec: &IncidentSpec) -> String {
+    match inc.alerts.first() {
+        Some(first) => {
+            let alert = Alert {
+                source: String::new(),
+                fingerprint: first.fingerprint.clone(),
+                status: first.status,
+                labels: first.labels.clone(),
+                annotations: first.annotations.clone(),
+                severity: first.labels.get("severity").cloned(),
+                starts_at: None,
+                ends_at: None,
+                generator_url: None,
+                received_at: first.joined_at,
+            };
+            spec.render(&alert, inc.alert_count).title
+        }
+        None => inc.title.clone(),
+    }
+}
+
+/// Time-driven transitions: auto-resolve and close. Each happens at the time
+/// its timer fell due (not at `now`, which may be later), so a replay on a
+/// recorded clock and a live daemon record the same times. Returns the
+/// incident unchanged when nothing is due.
+pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
+    let after = |t: DateTime<Utc>, s: u64| t + chrono::Duration::seconds(s as i64);
+    if inc.state.is_open()
+        && inc.policy.auto_resolve
+        && let Some(since) = inc.all_resolved_since
+        && after(since, inc.policy.resolve_after_s) <= now
+    {
+        let at = after(since, inc.policy.resolve_after_s);
+        inc.state = IncidentState::Resolved;
+        inc.resolved_at = Some(at);
+        inc.updated_at = at;
+        let n = inc.alerts.len();
+        inc.push_timeline(
+            at,
+            "resolved",
+            format!("auto-resolve: all {n} alert(s) resolved for {}s", inc.policy.resolve_after_s),
+        );
+    }
+    if inc.state == IncidentState::Resolved
+        && let Some(resolved) = inc.resolved_at
+        && after(resolved, inc.policy.close_after_s) <= now
+    {
+        let at = after(resolved, inc.policy.close_after_s);
+        inc.state = IncidentState::Closed;
+        inc.closed_at = Some(at);
+        inc.updated_at = at;
+        inc.push_timeline(at, "closed", format!("resolved for {}s", inc.policy.close_after_s));
+    }
+    inc
+}
+
+/// When [`tick`] will next have something to do, if ever.
+pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
+    let after = |t: DateTime<Utc>, s: u64| t + chrono::Duration::seconds(s as i64);
+    match inc.state {
+        s if s.is_open() && inc.policy.auto_resolve => inc
+            .all_resolved_since
+            .map(|since| after(since, inc.policy.resolve_after_s)),
+        IncidentState::Resolved => inc.resolved_at.map(|at| after(at, inc.policy.close_after_s)),
+        _ => None,
+    }
+}
+
+/// An operator acknowledged the incident.
+pub fn acknowledge(mut inc: Incident, now: DateTime<Utc>, by: &str) -> Result<Incident, String> {
+    match inc.state {
+        IncidentState::New | IncidentState::Reopened => {
+            inc.state = IncidentState::InProgress;
+            inc.updated_at = now;
+            inc.push_timeline(now, "acknowledged", format!("acknowledged by {by}"));
+            Ok(inc)
+        }
+        IncidentState::InProgress => Ok(inc),
+        s => Err(format!("cannot acknowledge an incident that is {}", s.as_str())),
+    }
+}
+
+/// An operator resolved the incident.
+pub fn resolve(mut inc: Incident, now: DateTime<Utc>, by: &str) -> Result<Incident, String> {
+    match inc.state {
+        s if s.is_open() => {
+            inc.state = IncidentState::Resolved;
+            inc.resolved_at = Some(now);
+            inc.updated_at = now;
+            inc.push_timeline(now, "resolved", format!("resolved by {by}"));
+            Ok(inc)
+        }
+        IncidentState::Resolved => Ok(inc),
+        s => Err(format!("cannot resolve an incident that is {}", s.as_str())),
+    }
+}

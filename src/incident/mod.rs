@@ -1,0 +1,180 @@
+//! Incidents: the record a rule raises from correlated alerts, and its
+//! lifecycle.
+//!
+//! - this module: the [`Incident`] record as stored and as the REST API shows it.
+//! - [`lifecycle`]: pure functions from (incident, event, time) to the next
+//!   incident; no I/O, so the daemon, `incidentd test` and `incidentd replay`
+//!   behave the same.
+//! - [`engine`]: runs rules and lifecycle over the state store, retrying on
+//!   concurrent updates so two instances never open two incidents for one key.
+
+pub mod engine;
+pub mod lifecycle;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Status;
+use crate::rules::Level;
+
+/// Timeline entries kept per incident; older ones are dropped (and counted) so a
+/// long storm cannot grow one record without bound.
+pub const MAX_TIMELINE: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    New,
+    InProgress,
+    Resolved,
+    Closed,
+    Reopened,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::New => "new",
+            IncidentState::InProgress => "in_progress",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Closed => "closed",
+            IncidentState::Reopened => "reopened",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            IncidentState::New,
+            IncidentState::InProgress,
+            IncidentState::Resolved,
+            IncidentState::Closed,
+            IncidentState::Reopened,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// New, in progress or reopened: alerts still join it.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            IncidentState::New | IncidentState::InProgress | IncidentState::Reopened
+        )
+    }
+}
+
+/// One alert of an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentAlert {
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub status: Status,
+    pub joined_at: DateTime<Utc>,
+    pub status_changed_at: DateTime<Utc>,
+}
+
+/// One change of an incident, with its cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// `created`, `alert_added`, `alert_resolved`, `alert_refired`, `acknowledged`,
+    /// `resolved`, `reopened`, `closed`.
+    pub event: String,
+    /// Why, in words an operator reads: which alert, rule, timer or person.
+    pub cause: String,
+}
+
+/// The lifecycle settings of the rule that opened the incident, kept with it so
+/// its timers do not change under it when rules are reloaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub window_s: u64,
+    /// `resolve: auto`: the incident resolves itself once its alerts have.
+    pub auto_resolve: bool,
+    pub resolve_after_s: u64,
+    pub reopen_within_s: u64,
+    pub close_after_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub state: IncidentState,
+    pub priority: u8,
+    pub impact: Level,
+    pub urgency: Level,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub assignment_group: Option<String>,
+    pub service: Option<String>,
+    pub configuration_items: Vec<String>,
+    pub major: bool,
+    pub alert_count: usize,
+    pub rule: String,
+    pub correlation_key: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub reopen_count: u32,
+    pub external_refs: BTreeMap<String, String>,
+    pub route: Vec<String>,
+    pub alerts: Vec<IncidentAlert>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline entries dropped beyond [`MAX_TIMELINE`].
+    #[serde(default)]
+    pub timeline_dropped: u64,
+    /// Last alert activity: the correlation window slides from here.
+    pub last_activity: DateTime<Utc>,
+    /// Since when every alert has been resolved (auto-resolve counts from here).
+    pub all_resolved_since: Option<DateTime<Utc>>,
+    pub policy: Policy,
+    /// Bumped on every stored change; the store refuses a write whose expected
+    /// version is not the stored one (optimistic concurrency).
+    pub version: u64,
+}
+
+impl Incident {
+    pub fn alert(&self, fingerprint: &str) -> Option<&IncidentAlert> {
+        self.alerts.iter().find(|a| a.fingerprint == fingerprint)
+    }
+
+    pub fn push_timeline(&mut self, at: DateTime<Utc>, event: &str, cause: impl Into<String>) {
+        self.timeline.push(TimelineEntry {
+            at,
+            event: event.to_string(),
+            cause: cause.into(),
+        });
+        if self.timeline.len() > MAX_TIMELINE {
+            let excess = self.timeline.len() - MAX_TIMELINE;
+            self.timeline.drain(..excess);
+            self.timeline_dropped += excess as u64;
+        }
+    }
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    pub state: Option<IncidentState>,
+    pub priority: Option<u8>,
+    pub service: Option<String>,
+    pub limit: usize,
+}
+
+impl IncidentQuery {
+    pub fn matches(&self, i: &Incident) -> bool {
+        self.state.is_none_or(|s| s == i.state)
+            && self.priority.is_none_or(|p| p == i.priority)
+            && self
+                .service
+                .as_deref()
+                .is_none_or(|s| i.service.as_deref() == Some(s))
+    }
+}

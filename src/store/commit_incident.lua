@@ -1,0 +1,33 @@
+-- Writes one incident if nobody changed it since it was read (optimistic
+-- concurrency), binding its correlation key and recording membership in the
+-- same atomic step. All keys share the `{PREFIX}` hash tag, so this is legal on
+-- Redis Cluster.
+-- KEYS[1] incident hash      KEYS[2] correlation slot   KEYS[3] member key
+-- KEYS[4] index zset (by updated time)                  KEYS[5] due zset
+-- ARGV[1] expected version ("0": new)   ARGV[2] new version   ARGV[3] incident JSON
+-- ARGV[4] id   ARGV[5] "1" to bind the slot   ARGV[6] expected slot id or ""
+-- ARGV[7] "1" to record membership   ARGV[8] member ttl ms   ARGV[9] updated ms
+-- ARGV[10] due ms or ""
+-- Returns 1 when written, 0 on a conflict.
+local current = redis.call('HGET', KEYS[1], 'version') or '0'
+if current ~= ARGV[1] then
+  return 0
+end
+if ARGV[5] == '1' then
+  local slot = redis.call('GET', KEYS[2]) or ''
+  if slot ~= ARGV[6] then
+    return 0
+  end
+  redis.call('SET', KEYS[2], ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[8])
+end
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[4])
+if ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[4])
+else
+  redis.call('ZREM', KEYS[5], ARGV[4])
+end
+return 1
