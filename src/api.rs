@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::extract::Path;
 use axum::routing::{get, post};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,13 @@ async fn get_alert(
         .get_alert(&fingerprint)
         .await?
         .map(axum::Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no alert {fingerprint}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no alert {fingerprint}"),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -211,7 +217,8 @@ async fn list_incidents(
     State(s): State<ApiState>,
     params: Result<Query<IncidentParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<IncidentList>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(p) = params
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let state = match p.state.as_deref() {
         None => None,
         Some(raw) => Some(IncidentState::parse(raw).ok_or_else(|| {
@@ -223,7 +230,11 @@ async fn list_incidents(
         })?),
     };
     if p.priority.is_some_and(|p| !(1..=5).contains(&p)) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "priority must be 1..5"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "priority must be 1..5",
+        ));
     }
     let query = IncidentQuery {
         state,
@@ -246,7 +257,13 @@ async fn get_incident(
         .get_incident(&id)
         .await?
         .map(axum::Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no incident {id}"),
+            )
+        })
 }
 
 /// Optional body of ack/resolve: who did it.
@@ -264,7 +281,11 @@ fn actor(body: &[u8]) -> Result<String, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
     let by = b.by.unwrap_or_else(|| "api".into());
     if by.len() > 128 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "by: at most 128 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "by: at most 128 characters",
+        ));
     }
     Ok(by)
 }
@@ -272,8 +293,12 @@ fn actor(body: &[u8]) -> Result<String, ApiError> {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            EngineError::Invalid(_) => ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string()),
+            EngineError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            EngineError::Invalid(_) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
+            }
             EngineError::Store(e) => e.into(),
         }
     }
@@ -285,7 +310,9 @@ async fn ack_incident(
     body: axum::body::Bytes,
 ) -> Result<axum::Json<Incident>, ApiError> {
     let by = actor(&body)?;
-    Ok(axum::Json(s.engine.acknowledge(&id, &by, Utc::now()).await?))
+    Ok(axum::Json(
+        s.engine.acknowledge(&id, &by, Utc::now()).await?,
+    ))
 }
 
 async fn resolve_incident(

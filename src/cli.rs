@@ -182,7 +182,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// The validated config and its rules, or `None` after printing every error.
-fn load(path: &std::path::Path, overrides: Overrides) -> Option<(config::Config, crate::rules::RuleSet)> {
+fn load(
+    path: &std::path::Path,
+    overrides: Overrides,
+) -> Option<(config::Config, crate::rules::RuleSet)> {
     let config = match config::load(path, &overrides) {
         Ok(c) => c,
         Err(errors) => {

@@ -149,12 +149,13 @@ impl Daemon {
             }))
             .fallback(crate::api::not_found);
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(DaemonError::Serve)?;
         let (stop, mut stopped) = watch::channel(false);
         let server = tokio::spawn(

@@ -3,18 +3,23 @@
 //! The pipeline, and the module each stage lives in:
 //!
 //! ```text
-//! sources ──► formats ──► ingest ──► store (dedup)
+//! sources ──► formats ──► ingest ──► rules ──► store (dedup) ──► incident (correlate, lifecycle)
 //! ```
 //!
-//! - [`cli`]: the command line (`run`, `check`); `main.rs` only calls it.
+//! - [`cli`]: the command line (`run`, `check`, `test`, `replay`); `main.rs` only calls it.
 //! - [`config`]: the config file, interpolated, parsed and validated before anything starts.
-//! - [`daemon`]: wires the components together, serves HTTP, shuts down gracefully.
+//! - [`daemon`]: wires the components together, serves HTTP, runs timers, reloads rules,
+//!   shuts down gracefully.
 //! - [`sources`]: where alerts come in (the webhook endpoints).
 //! - [`formats`]: payload shapes (Alertmanager, Grafana, generic JSON) decoded into [`alert::Alert`].
 //! - [`alert`]: the canonical alert and its fingerprint.
-//! - [`ingest`]: the path every decoded batch takes into the store.
+//! - [`ingest`]: the path every decoded batch takes: rules, store, incidents.
 //! - [`rules`]: the rules engine: which alerts open incidents, with which ITIL fields.
+//! - [`incident`]: the incident record, its pure lifecycle, and the engine that
+//!   correlates alerts into incidents over the store.
 //! - [`store`]: the state store trait, its memory and Redis implementations, dedup rules.
+//! - [`simulate`]: the pipeline on a driven clock, for [`ruletest`] (`incidentd test`)
+//!   and [`replay`] (`incidentd replay`).
 //! - [`api`]: health, readiness, metrics, REST API, and the JSON error shape.
 //! - [`metrics`]: the Prometheus metrics, on a registry passed in.
 //! - [`secret`]: secrets that never reach a log line.
@@ -28,8 +33,8 @@ pub mod formats;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;
-pub mod rules;
 pub mod replay;
+pub mod rules;
 pub mod ruletest;
 pub mod secret;
 pub mod simulate;

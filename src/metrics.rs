@@ -77,7 +77,10 @@ impl Metrics {
             "1 when the last readiness check reached the state store.",
         )?;
         let alerts_dropped = IntCounterVec::new(
-            Opts::new("incidentd_alerts_dropped_total", "Alerts discarded by a drop rule, by rule."),
+            Opts::new(
+                "incidentd_alerts_dropped_total",
+                "Alerts discarded by a drop rule, by rule.",
+            ),
             &["rule"],
         )?;
         let alerts_in_maintenance = IntCounter::new(
@@ -85,7 +88,10 @@ impl Metrics {
             "Firing alerts held by a maintenance window.",
         )?;
         let incident_changes = IntCounterVec::new(
-            Opts::new("incidentd_incident_changes_total", "Incident changes, by event."),
+            Opts::new(
+                "incidentd_incident_changes_total",
+                "Incident changes, by event.",
+            ),
             &["event"],
         )?;
         let incident_conflicts = IntCounter::new(

@@ -121,13 +121,28 @@ pub fn render_table(result: &ReplayResult, explain: bool) -> String {
             i.title
         );
     }
-    let _ = writeln!(out, "{} incident(s) from {} alert(s)", result.incidents.len(), result.alerts.len());
+    let _ = writeln!(
+        out,
+        "{} incident(s) from {} alert(s)",
+        result.incidents.len(),
+        result.alerts.len()
+    );
     if explain {
         let _ = writeln!(out, "\nALERTS");
         for a in &result.alerts {
             let name = a.labels.get("alertname").map(String::as_str).unwrap_or("-");
-            let why = a.explain.as_ref().map_or("not processed", |e| e.summary.as_str());
-            let _ = writeln!(out, "{} {:<24} {:<8} {}", a.fingerprint, name, a.status.as_str(), why);
+            let why = a
+                .explain
+                .as_ref()
+                .map_or("not processed", |e| e.summary.as_str());
+            let _ = writeln!(
+                out,
+                "{} {:<24} {:<8} {}",
+                a.fingerprint,
+                name,
+                a.status.as_str(),
+                why
+            );
         }
     }
     for s in &result.skipped {

@@ -189,7 +189,9 @@ pub async fn run_path(path: &Path, rules: Option<Arc<RuleSet>>) -> Report {
         }
     };
     if files.is_empty() {
-        report.failures.push(format!("{}: no test files (*.yaml)", path.display()));
+        report
+            .failures
+            .push(format!("{}: no test files (*.yaml)", path.display()));
     }
     for file in files {
         run_file(&file, rules.clone(), &mut report).await;
@@ -204,7 +206,9 @@ fn test_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = std::fs::read_dir(path).map_err(|e| e.to_string())?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -222,7 +226,9 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
     let tf = match parsed {
         Ok(tf) => tf,
         Err(e) => {
-            report.failures.push(format!("FAIL {}: {e}", file.display()));
+            report
+                .failures
+                .push(format!("FAIL {}: {e}", file.display()));
             return;
         }
     };
@@ -237,23 +243,29 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
             match RuleSet::load_dir(&dir) {
                 Ok(r) => Arc::new(r),
                 Err(e) => {
-                    report
-                        .failures
-                        .push(format!("FAIL {}: rules in {}:\n{e}", file.display(), dir.display()));
+                    report.failures.push(format!(
+                        "FAIL {}: rules in {}:\n{e}",
+                        file.display(),
+                        dir.display()
+                    ));
                     return;
                 }
             }
         }
     };
-    let start = tf
-        .start
-        .unwrap_or_else(|| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default());
+    let start = tf.start.unwrap_or_else(|| {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    });
     for case in &tf.tests {
         match run_case(case, rules.clone(), start).await {
             Ok(()) => report.passed += 1,
-            Err(diff) => report
-                .failures
-                .push(format!("FAIL {}: {}\n{diff}", file.display(), case.name)),
+            Err(diff) => {
+                report
+                    .failures
+                    .push(format!("FAIL {}: {}\n{diff}", file.display(), case.name))
+            }
         }
     }
 }
@@ -264,7 +276,11 @@ enum Event<'a> {
     Check(&'a Expectation),
 }
 
-async fn run_case(case: &TestCase, rules: Arc<RuleSet>, start: DateTime<Utc>) -> Result<(), String> {
+async fn run_case(
+    case: &TestCase,
+    rules: Arc<RuleSet>,
+    start: DateTime<Utc>,
+) -> Result<(), String> {
     let sim = Simulation::new(rules).map_err(|e| e.to_string())?;
     let mut events: Vec<(i64, u8, Event<'_>)> = case
         .alerts
@@ -279,7 +295,9 @@ async fn run_case(case: &TestCase, rules: Arc<RuleSet>, start: DateTime<Utc>) ->
         match event {
             Event::Alert(a) => {
                 let alert = test_alert(a, at);
-                sim.feed("test", vec![alert], at).await.map_err(|e| e.to_string())?;
+                sim.feed("test", vec![alert], at)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Event::Check(exp) => {
                 sim.advance(at).await.map_err(|e| e.to_string())?;
@@ -311,7 +329,14 @@ fn compare(offset: i64, expected: &[ExpectedIncident], got: &[Incident], out: &m
     if expected.len() != got.len() {
         let titles: Vec<String> = got
             .iter()
-            .map(|i| format!("{:?} ({}, {} alerts)", i.title, i.state.as_str(), i.alert_count))
+            .map(|i| {
+                format!(
+                    "{:?} ({}, {} alerts)",
+                    i.title,
+                    i.state.as_str(),
+                    i.alert_count
+                )
+            })
             .collect();
         let _ = writeln!(
             out,
@@ -326,32 +351,76 @@ fn compare(offset: i64, expected: &[ExpectedIncident], got: &[Incident], out: &m
             if let Some(want) = want
                 && want != have
             {
-                let _ = writeln!(out, "  {at}: incident {}: {name}: expected {want:?}, got {have:?}", n + 1);
+                let _ = writeln!(
+                    out,
+                    "  {at}: incident {}: {name}: expected {want:?}, got {have:?}",
+                    n + 1
+                );
             }
         };
         field("title", exp.title.clone(), inc.title.clone());
-        field("description", exp.description.clone(), inc.description.clone());
+        field(
+            "description",
+            exp.description.clone(),
+            inc.description.clone(),
+        );
         field("state", exp.state.clone(), inc.state.as_str().to_string());
-        field("priority", exp.priority.map(|p| p.to_string()), inc.priority.to_string());
-        field("impact", exp.impact.clone(), inc.impact.as_str().to_string());
-        field("urgency", exp.urgency.clone(), inc.urgency.as_str().to_string());
-        field("category", exp.category.clone(), inc.category.clone().unwrap_or_default());
-        field("subcategory", exp.subcategory.clone(), inc.subcategory.clone().unwrap_or_default());
+        field(
+            "priority",
+            exp.priority.map(|p| p.to_string()),
+            inc.priority.to_string(),
+        );
+        field(
+            "impact",
+            exp.impact.clone(),
+            inc.impact.as_str().to_string(),
+        );
+        field(
+            "urgency",
+            exp.urgency.clone(),
+            inc.urgency.as_str().to_string(),
+        );
+        field(
+            "category",
+            exp.category.clone(),
+            inc.category.clone().unwrap_or_default(),
+        );
+        field(
+            "subcategory",
+            exp.subcategory.clone(),
+            inc.subcategory.clone().unwrap_or_default(),
+        );
         field(
             "assignment_group",
             exp.assignment_group.clone(),
             inc.assignment_group.clone().unwrap_or_default(),
         );
-        field("service", exp.service.clone(), inc.service.clone().unwrap_or_default());
+        field(
+            "service",
+            exp.service.clone(),
+            inc.service.clone().unwrap_or_default(),
+        );
         field(
             "configuration_items",
             exp.configuration_items.as_ref().map(|c| c.join(", ")),
             inc.configuration_items.join(", "),
         );
-        field("alert_count", exp.alert_count.map(|c| c.to_string()), inc.alert_count.to_string());
+        field(
+            "alert_count",
+            exp.alert_count.map(|c| c.to_string()),
+            inc.alert_count.to_string(),
+        );
         field("rule", exp.rule.clone(), inc.rule.clone());
-        field("reopen_count", exp.reopen_count.map(|c| c.to_string()), inc.reopen_count.to_string());
-        field("major", exp.major.map(|m| m.to_string()), inc.major.to_string());
+        field(
+            "reopen_count",
+            exp.reopen_count.map(|c| c.to_string()),
+            inc.reopen_count.to_string(),
+        );
+        field(
+            "major",
+            exp.major.map(|m| m.to_string()),
+            inc.major.to_string(),
+        );
     }
 }
 

@@ -63,7 +63,11 @@ impl Simulation {
                 ..IncidentQuery::default()
             })
             .await?;
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(all)
     }
 
@@ -76,7 +80,11 @@ impl Simulation {
                 limit: usize::MAX,
             })
             .await?;
-        all.sort_by(|a, b| a.first_seen.cmp(&b.first_seen).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+        all.sort_by(|a, b| {
+            a.first_seen
+                .cmp(&b.first_seen)
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
         Ok(all)
     }
 }

@@ -120,3 +120,206 @@ fn version_and_help() {
     let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--store"));
 }
+
+fn manifest(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn replay_json_of_captured_outage_gives_one_incident_per_cause() {
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "--config",
+            &example("quickstart.yaml"),
+            &manifest("tests/fixtures/alertmanager/am-0.25-outage-timed.jsonl"),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let incidents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(incidents.len(), 2, "{incidents:#?}");
+    let down = incidents
+        .iter()
+        .find(|i| i["rule"] == "target-down")
+        .expect("target-down");
+    assert_eq!(down["alert_count"], 3);
+    assert_eq!(
+        down["state"], "resolved",
+        "resolved when its alerts resolved"
+    );
+    assert_eq!(down["service"], "checkout-api");
+    assert_eq!(down["resolved_at"], "2026-11-25T04:01:06.213Z");
+    for a in down["alerts"].as_array().unwrap() {
+        assert!(a["fingerprint"].is_string() && a["labels"].is_object());
+        assert_eq!(a["status"], "resolved");
+    }
+    assert!(down["timeline"].as_array().unwrap().len() >= 4);
+    let disk = incidents
+        .iter()
+        .find(|i| i["rule"] == "disk-filling")
+        .expect("disk incident");
+    assert_eq!(disk["alerts"][0]["labels"]["service"], "logging");
+    assert_ne!(disk["id"], down["id"]);
+}
+
+#[test]
+fn replay_explain_says_why_each_alert_went_where_it_went() {
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "--config",
+            &example("quickstart.yaml"),
+            &manifest("tests/fixtures/alertmanager/am-0.25-webhook-v4.jsonl"),
+            "--explain",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rule database-down: opened incident"),
+        "{text}"
+    );
+    assert!(text.contains("rule catch-all"), "{text}");
+}
+
+#[test]
+fn shipped_rule_tests_pass() {
+    let out = Command::new(BIN)
+        .args(["test", &manifest("rules/tests")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wrong_rule_expectation_fails_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "rules_dir: {}\ntests:\n  - name: target down is priority 1, not 4\n    alerts:\n      - at: 0s\n        labels: {{alertname: TargetDown, service: api, cluster: eu1, team: web}}\n    expect:\n      - at: 1m\n        incidents:\n          - priority: 4\n            assignment_group: web\n",
+            manifest("rules")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["test", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("target down is priority 1, not 4"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("priority: expected \"4\", got \"1\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("assignment_group"),
+        "only differing fields are shown: {stderr}"
+    );
+}
+
+#[test]
+fn check_reports_rule_errors_with_file_line_column_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("bad.yaml"),
+        "rules:\n  - name: a\n    match: ['alertname=~\"(\"']\n    action: drop\n  - name: b\n    incident:\n      title: \"{{ x \"\n      impact: huge\n      urgency: low\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "rules:\n  dir: rules\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "bad.yaml:3:",
+        "E005",
+        "bad.yaml:7:",
+        "E007",
+        "bad.yaml:8:",
+        "E008",
+    ] {
+        assert!(stderr.contains(want), "missing {want} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn sighup_reloads_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("a.yaml"),
+        "rules:\n  - name: a\n    action: drop\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let port = common::free_port();
+    std::fs::write(
+        &cfg,
+        format!("http:\n  listen: 127.0.0.1:{port}\nrules:\n  dir: rules\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = || -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metrics().contains("incidentd_rules_loaded 1"));
+    std::fs::write(
+        rules.join("b.yaml"),
+        "rules:\n  - name: b\n    action: drop\n",
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics().contains("incidentd_rules_loaded 2") {
+        assert!(
+            Instant::now() < deadline,
+            "rules were not reloaded on SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

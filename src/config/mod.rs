@@ -381,7 +381,10 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         .map(|d| base_dir.join(d))
         .or_else(|| rules_dir.as_ref().map(|d| d.join("tests")));
     if raw.rules.require_tests && !rules_tests_dir.as_ref().is_some_and(|d| d.is_dir()) {
-        p.at("rules.require_tests", "needs a rule tests directory (rules.tests_dir, or <rules.dir>/tests)");
+        p.at(
+            "rules.require_tests",
+            "needs a rule tests directory (rules.tests_dir, or <rules.dir>/tests)",
+        );
     }
 
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {

@@ -18,7 +18,9 @@ use crate::rules::{Action, Decision, IncidentSpec, RuleSet};
 use crate::store::{Explain, ExplainRule, IncidentCommit, Outcome, SharedStore, StoreError};
 
 /// Reads-and-retries before an incident write gives up (and the request gets 503).
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: u32 = 32;
+/// Upper bound of the random pause before a retry.
+const MAX_BACKOFF_MS: u64 = 50;
 /// Due timers and released alerts handled per tick.
 const TICK_BATCH: usize = 256;
 
@@ -94,12 +96,19 @@ impl Engine {
         for d in decisions {
             let (action, key, incident_id, result) = match &d.action {
                 Action::Drop => ("drop", None, None, "dropped".to_string()),
-                Action::Suppress => ("suppress", None, None, "suppressed: state kept, no incident".to_string()),
+                Action::Suppress => (
+                    "suppress",
+                    None,
+                    None,
+                    "suppressed: state kept, no incident".to_string(),
+                ),
                 Action::Incident(spec) => {
                     let key = spec.correlation_key(&d.rule, alert);
                     match &maintenance {
                         Some(hit) if alert.status == Status::Firing => {
-                            self.store.hold_alert(&alert.fingerprint, hit.ends_at).await?;
+                            self.store
+                                .hold_alert(&alert.fingerprint, hit.ends_at)
+                                .await?;
                             self.metrics.alerts_in_maintenance.inc();
                             let result = format!(
                                 "in maintenance window {} until {}: no incident unless still firing then",
@@ -115,9 +124,12 @@ impl Engine {
                                 None,
                                 "no open incident for this resolved alert".to_string(),
                             ),
-                            Correlated::Opened(id) => {
-                                ("incident", Some(key), Some(id.clone()), format!("opened incident {id}"))
-                            }
+                            Correlated::Opened(id) => (
+                                "incident",
+                                Some(key),
+                                Some(id.clone()),
+                                format!("opened incident {id}"),
+                            ),
                             Correlated::Joined(id, state) => (
                                 "incident",
                                 Some(key),
@@ -161,8 +173,11 @@ impl Engine {
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<Correlated, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let found = self.store.find_incident(rule, key, &alert.fingerprint).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let found = self
+                .store
+                .find_incident(rule, key, &alert.fingerprint)
+                .await?;
             let before = found.incident.clone();
             let expected = before.as_ref().map_or(0, |i| i.version);
             let step = lifecycle::on_alert(found.incident, rule, spec, key, alert, now, new_id);
@@ -190,11 +205,20 @@ impl Engine {
                     Correlated::Joined(inc.id, inc.state)
                 });
             }
-            self.metrics.incident_conflicts.inc();
+            self.conflict(attempt).await;
         }
         Err(StoreError::Unavailable(format!(
             "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
         )))
+    }
+
+    /// Another writer won the race for an incident: count it, and pause a
+    /// random, growing while (full jitter) so a storm on one key does not turn
+    /// into writers retrying in lockstep.
+    async fn conflict(&self, attempt: u32) {
+        self.metrics.incident_conflicts.inc();
+        let cap = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
+        tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
     }
 
     fn count_changes(&self, before: Option<&Incident>, after: &Incident, created: bool) {
@@ -210,14 +234,20 @@ impl Engine {
                 _ => "updated",
             }
         };
-        self.metrics.incident_changes.with_label_values(&[event]).inc();
+        self.metrics
+            .incident_changes
+            .with_label_values(&[event])
+            .inc();
     }
 
     /// Time-driven work due at `now`: auto-resolve and close timers, and alerts
     /// released from maintenance windows that are still firing.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         for id in self.store.due_incidents(now, TICK_BATCH).await? {
-            match self.update(&id, now, |inc| Ok(lifecycle::tick(inc, now))).await {
+            match self
+                .update(&id, now, |inc| Ok(lifecycle::tick(inc, now)))
+                .await
+            {
                 Ok(_) | Err(EngineError::NotFound(_) | EngineError::Invalid(_)) => {}
                 Err(EngineError::Store(e)) => return Err(e),
             }
@@ -232,8 +262,14 @@ impl Engine {
             }
             let alert = state.to_alert();
             let decisions = rules.evaluate(&alert);
-            self.process(&rules, &alert, &decisions, Outcome::Duplicate { count: state.count }, now)
-                .await?;
+            self.process(
+                &rules,
+                &alert,
+                &decisions,
+                Outcome::Duplicate { count: state.count },
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -245,7 +281,7 @@ impl Engine {
         now: DateTime<Utc>,
         change: impl Fn(Incident) -> Result<Incident, String>,
     ) -> Result<Incident, EngineError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let Some(before) = self.store.get_incident(id).await? else {
                 return Err(EngineError::NotFound(id.to_string()));
             };
@@ -256,7 +292,11 @@ impl Engine {
             }
             // Unchanged yet due: nothing will ever be due on it, so the commit
             // below takes it off the due index instead of looking at it forever.
-            let due = if unchanged { None } else { lifecycle::next_due(&next) };
+            let due = if unchanged {
+                None
+            } else {
+                lifecycle::next_due(&next)
+            };
             next.version = before.version + 1;
             let commit = IncidentCommit {
                 incident: &next,
@@ -269,19 +309,31 @@ impl Engine {
                 self.count_changes(Some(&before), &next, false);
                 return Ok(next);
             }
-            self.metrics.incident_conflicts.inc();
+            self.conflict(attempt).await;
         }
         Err(EngineError::Store(StoreError::Unavailable(format!(
             "incident {id}: gave up after {MAX_ATTEMPTS} concurrent updates"
         ))))
     }
 
-    pub async fn acknowledge(&self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Incident, EngineError> {
-        self.update(id, now, |inc| lifecycle::acknowledge(inc, now, by)).await
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, EngineError> {
+        self.update(id, now, |inc| lifecycle::acknowledge(inc, now, by))
+            .await
     }
 
-    pub async fn resolve(&self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Incident, EngineError> {
-        self.update(id, now, |inc| lifecycle::resolve(inc, now, by)).await
+    pub async fn resolve(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, EngineError> {
+        self.update(id, now, |inc| lifecycle::resolve(inc, now, by))
+            .await
     }
 }
 

@@ -36,7 +36,11 @@ fn within(since: DateTime<Utc>, now: DateTime<Utc>, limit_s: u64) -> bool {
 }
 
 /// Short human description of an alert for timeline causes.
-pub fn describe(alert_name: Option<&str>, fingerprint: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+pub fn describe(
+    alert_name: Option<&str>,
+    fingerprint: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> String {
     let name = alert_name.unwrap_or("alert");
     let where_ = labels
         .get("instance")
@@ -102,7 +106,14 @@ pub fn on_alert(
     }
 }
 
-fn create(rule: &str, spec: &IncidentSpec, key: &str, alert: &Alert, now: DateTime<Utc>, id: String) -> Incident {
+fn create(
+    rule: &str,
+    spec: &IncidentSpec,
+    key: &str,
+    alert: &Alert,
+    now: DateTime<Utc>,
+    id: String,
+) -> Incident {
     let fields = spec.render(alert, 1);
     let mut inc = Incident {
         id,
@@ -156,7 +167,10 @@ fn create(rule: &str, spec: &IncidentSpec, key: &str, alert: &Alert, now: DateTi
 /// Adds the alert to the incident or updates its status there.
 fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc>) -> Incident {
     inc.last_activity = now;
-    let idx = inc.alerts.iter().position(|a| a.fingerprint == alert.fingerprint);
+    let idx = inc
+        .alerts
+        .iter()
+        .position(|a| a.fingerprint == alert.fingerprint);
     match idx {
         None => {
             inc.alerts.push(IncidentAlert {
@@ -177,7 +191,13 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
             // The title may count alerts: keep it in step, worded after the
             // first alert (it names what broke first).
             inc.title = retitle(&inc, spec);
-            inc.push_timeline(now, "alert_added", cause(alert));
+            let why = format!(
+                "{} joined: same correlation key {} within the {}s window",
+                cause(alert),
+                inc.correlation_key,
+                inc.policy.window_s
+            );
+            inc.push_timeline(now, "alert_added", why);
             inc.updated_at = now;
         }
         Some(i) if inc.alerts[i].status != alert.status => {
@@ -242,7 +262,10 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
         inc.push_timeline(
             at,
             "resolved",
-            format!("auto-resolve: all {n} alert(s) resolved for {}s", inc.policy.resolve_after_s),
+            format!(
+                "auto-resolve: all {n} alert(s) resolved for {}s",
+                inc.policy.resolve_after_s
+            ),
         );
     }
     if inc.state == IncidentState::Resolved
@@ -253,7 +276,11 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
         inc.state = IncidentState::Closed;
         inc.closed_at = Some(at);
         inc.updated_at = at;
-        inc.push_timeline(at, "closed", format!("resolved for {}s", inc.policy.close_after_s));
+        inc.push_timeline(
+            at,
+            "closed",
+            format!("resolved for {}s", inc.policy.close_after_s),
+        );
     }
     inc
 }
@@ -265,7 +292,9 @@ pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
         s if s.is_open() && inc.policy.auto_resolve => inc
             .all_resolved_since
             .map(|since| after(since, inc.policy.resolve_after_s)),
-        IncidentState::Resolved => inc.resolved_at.map(|at| after(at, inc.policy.close_after_s)),
+        IncidentState::Resolved => inc
+            .resolved_at
+            .map(|at| after(at, inc.policy.close_after_s)),
         _ => None,
     }
 }
@@ -280,7 +309,10 @@ pub fn acknowledge(mut inc: Incident, now: DateTime<Utc>, by: &str) -> Result<In
             Ok(inc)
         }
         IncidentState::InProgress => Ok(inc),
-        s => Err(format!("cannot acknowledge an incident that is {}", s.as_str())),
+        s => Err(format!(
+            "cannot acknowledge an incident that is {}",
+            s.as_str()
+        )),
     }
 }
 

@@ -10,8 +10,8 @@ use super::{
     AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, SharedStore,
     StateStore, StoreError,
 };
-use crate::incident::{Incident, IncidentQuery};
 use crate::alert::Alert;
+use crate::incident::{Incident, IncidentQuery};
 use crate::metrics::Metrics;
 
 pub struct Instrumented {
@@ -73,7 +73,11 @@ impl StateStore for Instrumented {
     }
 
     async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
-        timed!(self, "set_explain", self.inner.set_explain(fingerprint, explain))
+        timed!(
+            self,
+            "set_explain",
+            self.inner.set_explain(fingerprint, explain)
+        )
     }
 
     async fn find_incident(
@@ -82,7 +86,11 @@ impl StateStore for Instrumented {
         key: &str,
         fingerprint: &str,
     ) -> Result<FoundIncident, StoreError> {
-        timed!(self, "find_incident", self.inner.find_incident(rule, key, fingerprint))
+        timed!(
+            self,
+            "find_incident",
+            self.inner.find_incident(rule, key, fingerprint)
+        )
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
@@ -97,15 +105,27 @@ impl StateStore for Instrumented {
         timed!(self, "list_incidents", self.inner.list_incidents(query))
     }
 
-    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn due_incidents(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         timed!(self, "due_incidents", self.inner.due_incidents(now, limit))
     }
 
     async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
-        timed!(self, "hold_alert", self.inner.hold_alert(fingerprint, until))
+        timed!(
+            self,
+            "hold_alert",
+            self.inner.hold_alert(fingerprint, until)
+        )
     }
 
-    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn take_released(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         timed!(self, "take_released", self.inner.take_released(now, limit))
     }
 

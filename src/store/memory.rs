@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, StateStore, StoreError,
-    merge,
+    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, StateStore,
+    StoreError, merge,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery};
@@ -196,7 +196,11 @@ impl StateStore for MemoryStore {
         Ok(out)
     }
 
-    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn due_incidents(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(self
             .incidents()?
             .due
@@ -214,7 +218,11 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn take_released(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut inc = self.incidents()?;
         let released: Vec<(DateTime<Utc>, String)> = inc
             .held

@@ -207,13 +207,21 @@ pub trait StateStore: Send + Sync + 'static {
     async fn list_incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
 
     /// Ids of incidents whose timers are due at `now`.
-    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
+    async fn due_incidents(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Holds a firing alert raised during a maintenance window until `until`.
     async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Takes (and forgets) the held alerts whose window has ended by `now`.
-    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
+    async fn take_released(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
     /// backend expires keys itself.

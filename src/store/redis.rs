@@ -121,7 +121,8 @@ impl RedisStore {
         docs.into_iter()
             .map(|d| {
                 d.map(|d| {
-                    serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
+                    serde_json::from_str(&d)
+                        .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
                 })
                 .transpose()
             })
@@ -248,10 +249,11 @@ fn decode_state(
         last_seen: ms_time(fields, "last_seen")?,
         status_changed_at: ms_time(fields, "changed_at")?,
         explain: match fields.get("explain") {
-            Some(e) => Some(
-                serde_json::from_str(e)
-                    .map_err(|e| StoreError::Corrupt(format!("alert {fingerprint}: explain: {e}")))?,
-            ),
+            Some(e) => {
+                Some(serde_json::from_str(e).map_err(|e| {
+                    StoreError::Corrupt(format!("alert {fingerprint}: explain: {e}"))
+                })?)
+            }
             None => None,
         },
     })
@@ -346,7 +348,8 @@ impl StateStore for RedisStore {
     }
 
     async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
-        let json = serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut conn = self.conn.clone();
         // HSETEX-free: only set on a hash that still exists, so an expired alert
         // is not resurrected as a hash with an explanation and nothing else.
@@ -393,7 +396,11 @@ impl StateStore for RedisStore {
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        Ok(self.load_incidents(&[id.to_string()]).await?.pop().flatten())
+        Ok(self
+            .load_incidents(&[id.to_string()])
+            .await?
+            .pop()
+            .flatten())
     }
 
     async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
@@ -423,10 +430,17 @@ impl StateStore for RedisStore {
             .arg(member)
             .arg(MEMBER_TTL_MS)
             .arg(inc.updated_at.timestamp_millis())
-            .arg(c.due.map(|d| d.timestamp_millis().to_string()).unwrap_or_default());
+            .arg(
+                c.due
+                    .map(|d| d.timestamp_millis().to_string())
+                    .unwrap_or_default(),
+            );
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
-        let written: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let written: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         Ok(written == 1)
     }
 
@@ -453,11 +467,21 @@ impl StateStore for RedisStore {
         Ok(out)
     }
 
-    async fn due_incidents(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn due_incidents(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
-        conn.zrangebyscore_limit(self.inc_key("due"), "-inf", now.timestamp_millis(), 0, limit as isize)
-            .await
-            .map_err(unavailable)
+        conn.zrangebyscore_limit(
+            self.inc_key("due"),
+            "-inf",
+            now.timestamp_millis(),
+            0,
+            limit as isize,
+        )
+        .await
+        .map_err(unavailable)
     }
 
     async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
@@ -467,7 +491,11 @@ impl StateStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn take_released(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn take_released(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let held = self.inc_key("held");
         let fps: Vec<String> = conn
