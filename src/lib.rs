@@ -24,6 +24,7 @@
 //! - [`metrics`]: the Prometheus metrics, on a registry passed in.
 //! - [`secret`]: secrets that never reach a log line.
 
+pub mod adapters;
 pub mod alert;
 pub mod api;
 pub mod cli;

@@ -29,6 +29,14 @@ pub struct Metrics {
     pub rules_loaded: IntGauge,
     /// Rule reloads by result (success, failure).
     pub rules_reloads: IntCounterVec,
+    /// Delivery steps by adapter and outcome (delivered, retry_later, dead_letter).
+    pub deliveries: IntCounterVec,
+    pub delivery_retries: IntCounterVec,
+    pub delivery_duration: HistogramVec,
+    pub dead_letters: IntCounterVec,
+    /// Changes waiting in the outbox, and the age of the oldest.
+    pub outbox_depth: IntGauge,
+    pub outbox_oldest_age: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -103,6 +111,34 @@ impl Metrics {
             Opts::new("incidentd_rules_reloads_total", "Rule reloads, by result."),
             &["result"],
         )?;
+        let deliveries = IntCounterVec::new(
+            Opts::new("incidentd_deliveries_total", "Incident changes delivered to adapters, by adapter and outcome."),
+            &["adapter", "outcome"],
+        )?;
+        let delivery_retries = IntCounterVec::new(
+            Opts::new("incidentd_delivery_retries_total", "Adapter requests retried, by adapter."),
+            &["adapter"],
+        )?;
+        let delivery_duration = HistogramVec::new(
+            HistogramOpts::new("incidentd_delivery_request_duration_seconds", "Adapter request latency, by adapter.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["adapter"],
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new("incidentd_dead_letters_total", "Deliveries given up on a permanent error, by adapter."),
+            &["adapter"],
+        )?;
+        let outbox_depth = IntGauge::new("incidentd_outbox_depth", "Incident changes waiting for delivery.")?;
+        let outbox_oldest_age = prometheus::Gauge::new(
+            "incidentd_outbox_oldest_age_seconds",
+            "Age of the oldest incident change waiting for delivery.",
+        )?;
+        registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(delivery_retries.clone()))?;
+        registry.register(Box::new(delivery_duration.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        registry.register(Box::new(outbox_oldest_age.clone()))?;
         registry.register(Box::new(alerts_dropped.clone()))?;
         registry.register(Box::new(alerts_in_maintenance.clone()))?;
         registry.register(Box::new(incident_changes.clone()))?;
@@ -129,6 +165,12 @@ impl Metrics {
             incident_conflicts,
             rules_loaded,
             rules_reloads,
+            deliveries,
+            delivery_retries,
+            delivery_duration,
+            dead_letters,
+            outbox_depth,
+            outbox_oldest_age,
         })
     }
 

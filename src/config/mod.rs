@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub rules: RulesConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// ITSM adapters by name; rules route incidents to these names.
+    #[serde(default)]
+    pub adapters: std::collections::BTreeMap<String, crate::adapters::AdapterConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +160,7 @@ pub struct Config {
     pub rules_tests_dir: Option<PathBuf>,
     pub require_rule_tests: bool,
     pub log: LogConfig,
+    pub adapters: Vec<crate::adapters::Built>,
 }
 
 /// One problem in a config file.
@@ -387,6 +391,17 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         );
     }
 
+    let adapters = raw
+        .adapters
+        .iter()
+        .filter_map(|(name, a)| {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+                p.at(&format!("adapters.{name}"), "adapter names are letters, digits, - and _");
+            }
+            a.build(name, base_dir, p)
+        })
+        .collect();
+
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
     }
@@ -402,6 +417,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         rules_tests_dir,
         require_rule_tests: raw.rules.require_tests,
         log: raw.log,
+        adapters,
     }
 }
 
