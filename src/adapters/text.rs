@@ -42,7 +42,7 @@ impl Text {
         let out = self
             .env
             .get_template("t")
-            .and_then(|t| t.render(minijinja::context! { incident => inc }));
+            .and_then(|t| t.render(minijinja::context! { incident => minijinja::Value::from(minijinja::value::Serde(inc)) }));
         match out {
             Ok(s) => s,
             Err(e) => format!("<template error: {e}>"),
