@@ -105,6 +105,8 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/api/v1/deliveries", get(list_deliveries))
+        .route("/api/v1/deliveries/{id}/retry", post(retry_delivery))
         .route("/-/reload", post(reload))
         .with_state(state)
 }
@@ -329,4 +331,27 @@ async fn reload(State(s): State<ApiState>) -> Result<axum::Json<serde_json::Valu
         Ok(n) => Ok(axum::Json(json!({"status": "reloaded", "rules": n}))),
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_rules", e)),
     }
+}
+
+/// Dead letters (deliveries that failed permanently) and the outbox's state.
+async fn list_deliveries(State(s): State<ApiState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let dead = s.store.list_dead_letters().await?;
+    let stats = s.store.outbox_stats().await?;
+    Ok(axum::Json(json!({
+        "dead_letters": dead,
+        "outbox": {"depth": stats.depth, "oldest": stats.oldest},
+    })))
+}
+
+/// Puts a dead letter's incident back in the outbox, after an operator fixed
+/// the cause (a mapping, a permission).
+async fn retry_delivery(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let Some(dead) = s.store.take_dead_letter(&id).await? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dead letter {id}")));
+    };
+    s.store.outbox_push(&dead.incident_id, 0, "retry").await?;
+    Ok(axum::Json(json!({"status": "queued", "incident_id": dead.incident_id, "adapter": dead.adapter})))
 }

@@ -16,6 +16,7 @@ use crate::config::{Config, StoreSettings};
 use crate::incident::engine::Engine;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
+use crate::outbox::worker::Worker;
 use crate::rules::{RuleErrors, RuleSet};
 use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
+    #[error("adapter: {0}")]
+    Adapter(String),
 }
 
 /// Opens the store the settings name. Redis is connected lazily: the daemon
@@ -124,7 +127,20 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         let metrics = Arc::new(Metrics::new(registry)?);
         let store = Instrumented::wrap(open_store(&config.store)?, metrics.clone());
-        let engine = Arc::new(Engine::new(store.clone(), Arc::new(rules), metrics.clone()));
+        let engine = Arc::new(
+            Engine::new(store.clone(), Arc::new(rules), metrics.clone())
+                .with_after_manual_close(config.after_manual_close),
+        );
+        let worker = Arc::new(
+            Worker::new(
+                store.clone(),
+                engine.clone(),
+                &config.adapters,
+                metrics.clone(),
+                config.delivery.clone(),
+            )
+            .map_err(DaemonError::Adapter)?,
+        );
         let ingestor = Arc::new(Ingestor::new(engine.clone(), metrics.clone()));
         let reloader = Arc::new(Reloader {
             rules_dir: config.rules_dir.clone(),
@@ -190,6 +206,8 @@ impl Daemon {
             let reloader = reloader.clone();
             tokio::spawn(async move { reload_on_sighup(reloader).await })
         };
+        let delivery = tokio::spawn(worker.clone().run());
+        let poller = tokio::spawn(worker.clone().run_poller());
         tracing::info!(addr = %local_addr, store = store_kind(&config.store), rules = engine.rules().len(), "incidentd listening");
         Ok(Daemon {
             local_addr,
@@ -198,7 +216,7 @@ impl Daemon {
             reloader,
             stop,
             server,
-            background: vec![maintenance, timers, sighup],
+            background: vec![maintenance, timers, sighup, delivery, poller],
             grace: config.shutdown_grace,
         })
     }

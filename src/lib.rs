@@ -20,6 +20,8 @@
 //! - [`store`]: the state store trait, its memory and Redis implementations, dedup rules.
 //! - [`simulate`]: the pipeline on a driven clock, for [`ruletest`] (`incidentd test`)
 //!   and [`replay`] (`incidentd replay`).
+//! - [`adapters`]: ITSM adapters (one folder each) and the shared delivery policy.
+//! - [`outbox`]: the durable outbox and the worker that delivers incident changes.
 //! - [`api`]: health, readiness, metrics, REST API, and the JSON error shape.
 //! - [`metrics`]: the Prometheus metrics, on a registry passed in.
 //! - [`secret`]: secrets that never reach a log line.
@@ -34,6 +36,7 @@ pub mod formats;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;
+pub mod outbox;
 pub mod replay;
 pub mod rules;
 pub mod ruletest;

@@ -112,23 +112,40 @@ impl Metrics {
             &["result"],
         )?;
         let deliveries = IntCounterVec::new(
-            Opts::new("incidentd_deliveries_total", "Incident changes delivered to adapters, by adapter and outcome."),
+            Opts::new(
+                "incidentd_deliveries_total",
+                "Incident changes delivered to adapters, by adapter and outcome.",
+            ),
             &["adapter", "outcome"],
         )?;
         let delivery_retries = IntCounterVec::new(
-            Opts::new("incidentd_delivery_retries_total", "Adapter requests retried, by adapter."),
+            Opts::new(
+                "incidentd_delivery_retries_total",
+                "Adapter requests retried, by adapter.",
+            ),
             &["adapter"],
         )?;
         let delivery_duration = HistogramVec::new(
-            HistogramOpts::new("incidentd_delivery_request_duration_seconds", "Adapter request latency, by adapter.")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "incidentd_delivery_request_duration_seconds",
+                "Adapter request latency, by adapter.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["adapter"],
         )?;
         let dead_letters = IntCounterVec::new(
-            Opts::new("incidentd_dead_letters_total", "Deliveries given up on a permanent error, by adapter."),
+            Opts::new(
+                "incidentd_dead_letters_total",
+                "Deliveries given up on a permanent error, by adapter.",
+            ),
             &["adapter"],
         )?;
-        let outbox_depth = IntGauge::new("incidentd_outbox_depth", "Incident changes waiting for delivery.")?;
+        let outbox_depth = IntGauge::new(
+            "incidentd_outbox_depth",
+            "Incident changes waiting for delivery.",
+        )?;
         let outbox_oldest_age = prometheus::Gauge::new(
             "incidentd_outbox_oldest_age_seconds",
             "Age of the oldest incident change waiting for delivery.",

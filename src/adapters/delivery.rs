@@ -59,10 +59,16 @@ impl DeliveryConfig {
             }
         }
         if !(self.rate_limit_per_s > 0.0 && self.rate_limit_per_s.is_finite()) {
-            p.at(&format!("{key}.rate_limit_per_s"), "must be a positive number");
+            p.at(
+                &format!("{key}.rate_limit_per_s"),
+                "must be a positive number",
+            );
         }
         if self.max_backoff_ms < self.initial_backoff_ms {
-            p.at(&format!("{key}.max_backoff_ms"), "must be at least initial_backoff_ms");
+            p.at(
+                &format!("{key}.max_backoff_ms"),
+                "must be at least initial_backoff_ms",
+            );
         }
     }
 }
@@ -111,11 +117,10 @@ impl Reply {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| DeliveryError::Transient {
-                reason: format!("response is not JSON ({e})"),
-                retry_after: None,
-            })
+        serde_json::from_slice(&self.body).map_err(|e| DeliveryError::Transient {
+            reason: format!("response is not JSON ({e})"),
+            retry_after: None,
+        })
     }
 }
 
@@ -135,8 +140,16 @@ struct Bucket {
     at: Instant,
 }
 
+/// Makes `ring` the process's TLS crypto provider (reqwest is built without a
+/// default one, to keep the C toolchain needs small). Safe to call repeatedly.
+pub fn install_tls_provider() {
+    // Err means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Target {
     pub fn new(name: &str, cfg: &DeliveryConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .user_agent(concat!("incidentd/", env!("CARGO_PKG_VERSION")))
@@ -202,7 +215,11 @@ impl Target {
                 Err(e @ DeliveryError::Permanent { .. }) => return Err(e),
                 Err(e) => e,
             };
-            let DeliveryError::Transient { reason, retry_after } = &err else {
+            let DeliveryError::Transient {
+                reason,
+                retry_after,
+            } = &err
+            else {
                 return Err(err);
             };
             let delay = retry_after.unwrap_or_default().max(self.backoff(attempt));
@@ -210,7 +227,10 @@ impl Target {
                 tracing::warn!(adapter = %self.name, what, error = %reason, "delivery step failed; the change stays queued");
                 return Err(err);
             }
-            self.metrics.delivery_retries.with_label_values(&[&self.name]).inc();
+            self.metrics
+                .delivery_retries
+                .with_label_values(&[&self.name])
+                .inc();
             tracing::debug!(adapter = %self.name, what, error = %reason, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
             attempt += 1;
@@ -246,7 +266,11 @@ impl Target {
             reason: format!("reading response: {}", e.without_url()),
             retry_after: None,
         })?;
-        classify(status, &headers, &body, error_in_body).map(|()| Reply { status, headers, body })
+        classify(status, &headers, &body, error_in_body).map(|()| Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -259,7 +283,11 @@ pub fn classify(
 ) -> Result<(), DeliveryError> {
     let snippet = || {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).replace(['\n', '\r'], " ");
-        if text.trim().is_empty() { String::new() } else { format!(": {text}") }
+        if text.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {text}")
+        }
     };
     match status {
         200..=299 => match error_in_body(status, body) {
@@ -282,12 +310,18 @@ pub fn classify(
 
 /// `Retry-After` in seconds or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 /// For vendors whose 2xx bodies never carry errors.
@@ -312,10 +346,21 @@ mod tests {
         let none = headers(&[]);
         assert!(classify(201, &none, b"{}", no_body_errors).is_ok());
         for s in [408, 429, 500, 502, 503] {
-            assert!(matches!(classify(s, &none, b"", no_body_errors), Err(DeliveryError::Transient { .. })), "{s}");
+            assert!(
+                matches!(
+                    classify(s, &none, b"", no_body_errors),
+                    Err(DeliveryError::Transient { .. })
+                ),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 422] {
-            assert_eq!(classify(s, &none, b"", no_body_errors).unwrap_err().status(), Some(s));
+            assert_eq!(
+                classify(s, &none, b"", no_body_errors)
+                    .unwrap_err()
+                    .status(),
+                Some(s)
+            );
         }
     }
 
@@ -323,7 +368,9 @@ mod tests {
     fn retry_after_seconds_are_honoured() {
         let h = headers(&[("retry-after", "7")]);
         match classify(429, &h, b"", no_body_errors) {
-            Err(DeliveryError::Transient { retry_after, .. }) => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+            Err(DeliveryError::Transient { retry_after, .. }) => {
+                assert_eq!(retry_after, Some(Duration::from_secs(7)))
+            }
             other => panic!("{other:?}"),
         }
     }

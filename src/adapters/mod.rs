@@ -80,7 +80,11 @@ pub trait Adapter: Send + Sync {
     /// The ticket an earlier create may already have made (its response lost in
     /// a crash or timeout), found by the incident id the create carried.
     /// Vendors that dedup by key themselves answer `Ok(None)`.
-    async fn find(&self, target: &Target, inc: &Incident) -> Result<Option<ExternalRef>, DeliveryError>;
+    async fn find(
+        &self,
+        target: &Target,
+        inc: &Incident,
+    ) -> Result<Option<ExternalRef>, DeliveryError>;
 
     /// Creates the ticket.
     async fn create(&self, target: &Target, inc: &Incident) -> Result<ExternalRef, DeliveryError>;
@@ -105,7 +109,11 @@ pub trait Adapter: Send + Sync {
     ) -> Result<(), DeliveryError>;
 
     /// Reads the ticket back, for adapters that can (two-way state).
-    async fn fetch(&self, _target: &Target, _ext: &ExternalRef) -> Result<Option<RemoteTicket>, DeliveryError> {
+    async fn fetch(
+        &self,
+        _target: &Target,
+        _ext: &ExternalRef,
+    ) -> Result<Option<RemoteTicket>, DeliveryError> {
         Ok(None)
     }
 }
@@ -140,7 +148,10 @@ impl AdapterConfig {
     pub fn build(&self, name: &str, base_dir: &Path, p: &mut Problems<'_>) -> Option<Built> {
         let key = format!("adapters.{name}");
         let (adapter, delivery): (Option<Arc<dyn Adapter>>, &DeliveryConfig) = match self {
-            AdapterConfig::Webhook(c) => (c.build(&key, base_dir, p).map(|a| Arc::new(a) as _), &c.delivery),
+            AdapterConfig::Webhook(c) => (
+                c.build(&key, base_dir, p).map(|a| Arc::new(a) as _),
+                &c.delivery,
+            ),
         };
         delivery.validate(&format!("{key}.delivery"), p);
         Some(Built {
@@ -174,7 +185,10 @@ pub fn secret(
         (None, Some(f)) => match std::fs::read_to_string(base_dir.join(f)) {
             Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']))),
             Err(e) => {
-                p.at(&format!("{key}_file"), format!("cannot read {}: {e}", f.display()));
+                p.at(
+                    &format!("{key}_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                );
                 None
             }
         },
@@ -189,7 +203,11 @@ pub fn secret(
 
 /// The vendor's priority name for an incident priority (1..=5), from a
 /// configured table with a default.
-pub fn mapped<'a>(table: &'a BTreeMap<u8, String>, priority: u8, default: &'a [&'a str; 5]) -> &'a str {
+pub fn mapped<'a>(
+    table: &'a BTreeMap<u8, String>,
+    priority: u8,
+    default: &'a [&'a str; 5],
+) -> &'a str {
     table
         .get(&priority)
         .map(String::as_str)

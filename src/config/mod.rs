@@ -39,6 +39,20 @@ pub struct RawConfig {
     /// ITSM adapters by name; rules route incidents to these names.
     #[serde(default)]
     pub adapters: std::collections::BTreeMap<String, crate::adapters::AdapterConfig>,
+    /// The outbox worker.
+    #[serde(default)]
+    pub delivery: crate::outbox::worker::WorkerConfig,
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// What a firing alert does to an incident a person resolved or closed in an
+    /// ITSM platform: `new_incident` (linked to the old one) or `reopen`.
+    #[serde(default)]
+    pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +175,8 @@ pub struct Config {
     pub require_rule_tests: bool,
     pub log: LogConfig,
     pub adapters: Vec<crate::adapters::Built>,
+    pub delivery: crate::outbox::worker::WorkerConfig,
+    pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
 }
 
 /// One problem in a config file.
@@ -395,8 +411,15 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         .adapters
         .iter()
         .filter_map(|(name, a)| {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
-                p.at(&format!("adapters.{name}"), "adapter names are letters, digits, - and _");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                p.at(
+                    &format!("adapters.{name}"),
+                    "adapter names are letters, digits, - and _",
+                );
             }
             a.build(name, base_dir, p)
         })
@@ -418,6 +441,8 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         require_rule_tests: raw.rules.require_tests,
         log: raw.log,
         adapters,
+        delivery: raw.delivery,
+        after_manual_close: raw.incidents.after_manual_close,
     }
 }
 

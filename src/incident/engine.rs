@@ -36,6 +36,7 @@ pub enum EngineError {
 
 pub struct Engine {
     store: SharedStore,
+    after_manual_close: lifecycle::AfterManualClose,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
 }
@@ -52,9 +53,44 @@ impl Engine {
         metrics.rules_loaded.set(rules.len() as i64);
         Engine {
             store,
+            after_manual_close: lifecycle::AfterManualClose::default(),
             rules: RwLock::new(rules),
             metrics,
         }
+    }
+
+    /// What an alert does to an incident a person closed in an ITSM platform.
+    pub fn with_after_manual_close(mut self, policy: lifecycle::AfterManualClose) -> Self {
+        self.after_manual_close = policy;
+        self
+    }
+
+    /// Records the ticket an adapter made for the incident.
+    pub async fn set_external_ref(
+        &self,
+        id: &str,
+        adapter: &str,
+        ext: &crate::adapters::ExternalRef,
+    ) -> Result<Incident, EngineError> {
+        let shown = ext.url.clone().unwrap_or_else(|| ext.display.clone());
+        self.update(id, Utc::now(), |mut inc| {
+            inc.external_refs.insert(adapter.to_string(), shown.clone());
+            Ok(inc)
+        })
+        .await
+    }
+
+    /// Applies a change a person made to the incident's ticket.
+    pub async fn apply_remote(
+        &self,
+        id: &str,
+        adapter: &str,
+        to: crate::adapters::TicketState,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, EngineError> {
+        self.update(id, now, |inc| Ok(lifecycle::remote_change(inc, to, who, adapter, now)))
+            .await
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -92,7 +128,7 @@ impl Engine {
             return Ok(());
         }
         let maintenance = rules.maintenance_at(alert, now);
-        let mut explained = Vec::with_capacity(decisions.len());
+        let mut explained: Vec<ExplainRule> = Vec::with_capacity(decisions.len());
         for d in decisions {
             let (action, key, incident_id, result) = match &d.action {
                 Action::Drop => ("drop", None, None, "dropped".to_string()),
@@ -148,6 +184,9 @@ impl Engine {
                 result,
             });
         }
+        if alert.status == Status::Resolved {
+            self.resolve_elsewhere(alert, &explained, now).await?;
+        }
         let summary = match explained.first() {
             None => "no rule matched".to_string(),
             Some(first) if explained.len() == 1 => format!("rule {}: {}", first.rule, first.result),
@@ -165,6 +204,32 @@ impl Engine {
         self.store.set_explain(&alert.fingerprint, &explain).await
     }
 
+    /// A resolved alert also resolves in the incidents it joined under rules it
+    /// no longer matches (its annotations moved it), so none stays open forever.
+    async fn resolve_elsewhere(
+        &self,
+        alert: &Alert,
+        handled: &[ExplainRule],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for id in self.store.incidents_of_alert(&alert.fingerprint).await? {
+            if handled
+                .iter()
+                .any(|e| e.incident_id.as_deref() == Some(id.as_str()))
+            {
+                continue;
+            }
+            let change = |inc: Incident| {
+                Ok(lifecycle::member_resolved(inc.clone(), alert, now).unwrap_or(inc))
+            };
+            match self.update(&id, now, change).await {
+                Ok(_) | Err(EngineError::NotFound(_) | EngineError::Invalid(_)) => {}
+                Err(EngineError::Store(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn correlate(
         &self,
         rule: &str,
@@ -180,7 +245,16 @@ impl Engine {
                 .await?;
             let before = found.incident.clone();
             let expected = before.as_ref().map_or(0, |i| i.version);
-            let step = lifecycle::on_alert(found.incident, rule, spec, key, alert, now, new_id);
+            let step = lifecycle::on_alert(
+                found.incident,
+                rule,
+                spec,
+                key,
+                alert,
+                now,
+                self.after_manual_close,
+                new_id,
+            );
             let (mut inc, created) = match step {
                 Step::Nothing => return Ok(Correlated::Nothing),
                 Step::Create(inc) => (*inc, true),
@@ -190,15 +264,17 @@ impl Engine {
                 return Ok(Correlated::Joined(inc.id, inc.state));
             }
             inc.version = if created { 1 } else { expected + 1 };
+            let event = change_event(before.as_ref(), &inc);
             let commit = IncidentCommit {
                 incident: &inc,
                 expected_version: if created { 0 } else { expected },
                 bind: created.then_some((key, found.slot.as_deref())),
                 member: Some((rule, alert.fingerprint.as_str())),
                 due: lifecycle::next_due(&inc),
+                outbox_event: event.filter(|_| !inc.route.is_empty()),
             };
             if self.store.commit_incident(&commit).await? {
-                self.count_changes(before.as_ref(), &inc, created);
+                self.count_change(event);
                 return Ok(if created {
                     Correlated::Opened(inc.id)
                 } else {
@@ -221,23 +297,13 @@ impl Engine {
         tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
     }
 
-    fn count_changes(&self, before: Option<&Incident>, after: &Incident, created: bool) {
-        let event = if created {
-            "created"
-        } else {
-            match (before.map(|b| b.state), after.state) {
-                (Some(a), b) if a == b => "updated",
-                (_, IncidentState::Reopened) => "reopened",
-                (_, IncidentState::Resolved) => "resolved",
-                (_, IncidentState::Closed) => "closed",
-                (_, IncidentState::InProgress) => "acknowledged",
-                _ => "updated",
-            }
-        };
-        self.metrics
-            .incident_changes
-            .with_label_values(&[event])
-            .inc();
+    fn count_change(&self, event: Option<&str>) {
+        if let Some(event) = event {
+            self.metrics
+                .incident_changes
+                .with_label_values(&[event])
+                .inc();
+        }
     }
 
     /// Time-driven work due at `now`: auto-resolve and close timers, and alerts
@@ -253,7 +319,9 @@ impl Engine {
             }
         }
         let rules = self.rules();
-        for fp in self.store.take_released(now, TICK_BATCH).await? {
+        // A released alert is processed at the time its window ended, not at
+        // this tick's time, so windows and timers see the same clock.
+        for (released_at, fp) in self.store.take_released(now, TICK_BATCH).await? {
             let Some(state) = self.store.get_alert(&fp).await? else {
                 continue;
             };
@@ -267,7 +335,7 @@ impl Engine {
                 &alert,
                 &decisions,
                 Outcome::Duplicate { count: state.count },
-                now,
+                released_at,
             )
             .await?;
         }
@@ -298,15 +366,17 @@ impl Engine {
                 lifecycle::next_due(&next)
             };
             next.version = before.version + 1;
+            let event = change_event(Some(&before), &next);
             let commit = IncidentCommit {
                 incident: &next,
                 expected_version: before.version,
                 bind: None,
                 member: None,
                 due,
+                outbox_event: event.filter(|_| !next.route.is_empty()),
             };
             if self.store.commit_incident(&commit).await? {
-                self.count_changes(Some(&before), &next, false);
+                self.count_change(event);
                 return Ok(next);
             }
             self.conflict(attempt).await;
@@ -335,6 +405,31 @@ impl Engine {
         self.update(id, now, |inc| lifecycle::resolve(inc, now, by))
             .await
     }
+}
+
+/// What changed between two versions of an incident, as the outbox names it;
+/// `None` when nothing a ticket shows changed (only the activity time, the
+/// version, or the external references the delivery itself wrote).
+pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'static str> {
+    let Some(before) = before else {
+        return Some("created");
+    };
+    if before.state != after.state {
+        return Some(match after.state {
+            IncidentState::New | IncidentState::InProgress => "acknowledged",
+            IncidentState::Reopened => "reopened",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Closed => "closed",
+        });
+    }
+    let mut a = before.clone();
+    let mut b = after.clone();
+    for i in [&mut a, &mut b] {
+        i.last_activity = chrono::DateTime::<Utc>::MIN_UTC;
+        i.version = 0;
+        i.external_refs.clear();
+    }
+    (a != b).then_some("updated")
 }
 
 fn new_id() -> String {

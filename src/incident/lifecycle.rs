@@ -59,9 +59,23 @@ fn cause(alert: &Alert) -> String {
     )
 }
 
+/// What a firing alert does to an incident a person resolved or closed in the
+/// ITSM platform (config `incidents.after_manual_close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterManualClose {
+    /// Open a new incident, linked to the old one: a ticket a person closed is
+    /// never reopened behind their back.
+    #[default]
+    NewIncident,
+    /// Reopen it (within `reopen_within_s`), as if incidentd had resolved it.
+    Reopen,
+}
+
 /// Applies one alert (firing or resolved) for `rule`/`key` to `current`, the
 /// incident the store found for it: the one the alert already belongs to, else
 /// the one the correlation key points at.
+#[allow(clippy::too_many_arguments)]
 pub fn on_alert(
     current: Option<Incident>,
     rule: &str,
@@ -69,13 +83,31 @@ pub fn on_alert(
     key: &str,
     alert: &Alert,
     now: DateTime<Utc>,
+    after_manual_close: AfterManualClose,
     new_id: impl FnOnce() -> String,
 ) -> Step {
     let firing = alert.status == Status::Firing;
+    if firing
+        && after_manual_close == AfterManualClose::NewIncident
+        && let Some(inc) = &current
+        && !inc.state.is_open()
+        && let Some(by) = &inc.closed_by
+    {
+        let mut next = create(rule, spec, key, alert, now, new_id());
+        next.related.push(inc.id.clone());
+        next.push_timeline(
+            now,
+            "related",
+            format!("follows incident {}, closed by {by}: a new incident rather than reopening it", inc.id),
+        );
+        return Step::Create(Box::new(next));
+    }
     match current {
         Some(inc) if inc.state.is_open() => {
             let member = inc.alert(&alert.fingerprint).is_some();
-            if member || within(inc.last_activity, now, inc.policy.window_s) {
+            // Only a firing alert joins by the window: one that resolves without
+            // ever having been part of the incident has nothing to add to it.
+            if member || (firing && within(inc.last_activity, now, inc.policy.window_s)) {
                 Step::Update(Box::new(join(inc, spec, alert, now)))
             } else if firing {
                 Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())))
@@ -138,6 +170,8 @@ fn create(
         closed_at: None,
         reopen_count: 0,
         external_refs: Default::default(),
+        closed_by: None,
+        related: Vec::new(),
         route: spec.route.clone(),
         alerts: vec![IncidentAlert {
             fingerprint: alert.fingerprint.clone(),
@@ -166,52 +200,62 @@ fn create(
 
 /// Adds the alert to the incident or updates its status there.
 fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc>) -> Incident {
-    inc.last_activity = now;
-    let idx = inc
-        .alerts
-        .iter()
-        .position(|a| a.fingerprint == alert.fingerprint);
-    match idx {
-        None => {
-            inc.alerts.push(IncidentAlert {
-                fingerprint: alert.fingerprint.clone(),
-                labels: alert.labels.clone(),
-                annotations: alert.annotations.clone(),
-                status: alert.status,
-                joined_at: now,
-                status_changed_at: now,
-            });
-            inc.alert_count = inc.alerts.len();
-            let fields = spec.render(alert, inc.alert_count);
-            if let Some(ci) = fields.configuration_item
-                && !inc.configuration_items.contains(&ci)
-            {
-                inc.configuration_items.push(ci);
-            }
-            // The title may count alerts: keep it in step, worded after the
-            // first alert (it names what broke first).
-            inc.title = retitle(&inc, spec);
-            let why = format!(
-                "{} joined: same correlation key {} within the {}s window",
-                cause(alert),
-                inc.correlation_key,
-                inc.policy.window_s
-            );
-            inc.push_timeline(now, "alert_added", why);
-            inc.updated_at = now;
-        }
-        Some(i) if inc.alerts[i].status != alert.status => {
-            inc.alerts[i].status = alert.status;
-            inc.alerts[i].status_changed_at = now;
-            let event = match alert.status {
-                Status::Firing => "alert_refired",
-                Status::Resolved => "alert_resolved",
-            };
-            inc.push_timeline(now, event, cause(alert));
-            inc.updated_at = now;
-        }
-        Some(_) => {}
+    if inc.alert(&alert.fingerprint).is_some() {
+        return member_status(inc, alert, now);
     }
+    inc.last_activity = now;
+    inc.alerts.push(IncidentAlert {
+        fingerprint: alert.fingerprint.clone(),
+        labels: alert.labels.clone(),
+        annotations: alert.annotations.clone(),
+        status: alert.status,
+        joined_at: now,
+        status_changed_at: now,
+    });
+    inc.alert_count = inc.alerts.len();
+    let fields = spec.render(alert, inc.alert_count);
+    if let Some(ci) = fields.configuration_item
+        && !inc.configuration_items.contains(&ci)
+    {
+        inc.configuration_items.push(ci);
+    }
+    // The title may count alerts: keep it in step, worded after the first
+    // alert (it names what broke first).
+    inc.title = retitle(&inc, spec);
+    let why = format!(
+        "{} joined: same correlation key {} within the {}s window",
+        cause(alert),
+        inc.correlation_key,
+        inc.policy.window_s
+    );
+    inc.push_timeline(now, "alert_added", why);
+    inc.updated_at = now;
+    settle(inc, now)
+}
+
+/// A member alert's new status (or a repeat of its status).
+fn member_status(mut inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Incident {
+    inc.last_activity = now;
+    if let Some(member) = inc
+        .alerts
+        .iter_mut()
+        .find(|a| a.fingerprint == alert.fingerprint)
+        && member.status != alert.status
+    {
+        member.status = alert.status;
+        member.status_changed_at = now;
+        let event = match alert.status {
+            Status::Firing => "alert_refired",
+            Status::Resolved => "alert_resolved",
+        };
+        inc.push_timeline(now, event, cause(alert));
+        inc.updated_at = now;
+    }
+    settle(inc, now)
+}
+
+/// Tracks since when every alert has been resolved, then runs the timers.
+fn settle(mut inc: Incident, now: DateTime<Utc>) -> Incident {
     let all_resolved = inc.alerts.iter().all(|a| a.status == Status::Resolved);
     inc.all_resolved_since = match (all_resolved, inc.all_resolved_since) {
         (true, Some(since)) => Some(since),
@@ -219,6 +263,19 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         (false, _) => None,
     };
     tick(inc, now)
+}
+
+/// A member alert resolved while it now matches another rule (its annotations
+/// moved it, say): the incidents it belongs to under its earlier rules must
+/// still see it resolve, or they would stay open forever. `None` when `inc` is
+/// not open or does not hold the alert.
+pub fn member_resolved(inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Option<Incident> {
+    let member = inc.alert(&alert.fingerprint)?;
+    if !inc.state.is_open() || alert.status != Status::Resolved || member.status == Status::Resolved
+    {
+        return None;
+    }
+    Some(member_status(inc, alert, now))
 }
 
 /// The title rendered for the incident's first alert with the current count.
@@ -329,4 +386,46 @@ pub fn resolve(mut inc: Incident, now: DateTime<Utc>, by: &str) -> Result<Incide
         IncidentState::Resolved => Ok(inc),
         s => Err(format!("cannot resolve an incident that is {}", s.as_str())),
     }
+}
+
+/// A person changed the incident's ticket in ITSM platform `adapter`: the
+/// incident follows. Returns the incident unchanged when there is nothing to do.
+pub fn remote_change(
+    mut inc: Incident,
+    to: crate::adapters::TicketState,
+    who: &str,
+    adapter: &str,
+    now: DateTime<Utc>,
+) -> Incident {
+    use crate::adapters::TicketState;
+    let by = format!("{who} in {adapter}");
+    match to {
+        TicketState::Resolved | TicketState::Closed if inc.state.is_open() || to == TicketState::Closed && inc.state == IncidentState::Resolved => {
+            let closed = to == TicketState::Closed;
+            inc.state = if closed { IncidentState::Closed } else { IncidentState::Resolved };
+            if closed {
+                inc.closed_at = Some(now);
+            }
+            inc.resolved_at = inc.resolved_at.or(Some(now));
+            inc.closed_by = Some(by.clone());
+            inc.updated_at = now;
+            let event = if closed { "closed" } else { "resolved" };
+            inc.push_timeline(now, event, format!("{event} by {by}"));
+        }
+        TicketState::Acknowledged if matches!(inc.state, IncidentState::New | IncidentState::Reopened) => {
+            inc.state = IncidentState::InProgress;
+            inc.updated_at = now;
+            inc.push_timeline(now, "acknowledged", format!("acknowledged by {by}"));
+        }
+        TicketState::Open | TicketState::Acknowledged if inc.state == IncidentState::Resolved => {
+            inc.state = IncidentState::Reopened;
+            inc.reopen_count += 1;
+            inc.resolved_at = None;
+            inc.closed_by = None;
+            inc.updated_at = now;
+            inc.push_timeline(now, "reopened", format!("reopened by {by}"));
+        }
+        _ => {}
+    }
+    inc
 }

@@ -123,7 +123,16 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
     pub reopen_count: u32,
+    /// Tickets in the ITSM platforms, by adapter name: the number or key a person
+    /// recognises (the ticket's URL when the adapter knows it).
     pub external_refs: BTreeMap<String, String>,
+    /// Who resolved or closed it in an ITSM platform, when a person did.
+    #[serde(default)]
+    pub closed_by: Option<String>,
+    /// Incidents this one follows on from (opened again after a person closed
+    /// the earlier one).
+    #[serde(default)]
+    pub related: Vec<String>,
     pub route: Vec<String>,
     pub alerts: Vec<IncidentAlert>,
     pub timeline: Vec<TimelineEntry>,

@@ -2,7 +2,7 @@
 //! backend does not have to.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +13,7 @@ use super::{
 use crate::alert::Alert;
 use crate::incident::{Incident, IncidentQuery};
 use crate::metrics::Metrics;
+use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 pub struct Instrumented {
     inner: SharedStore,
@@ -125,8 +126,101 @@ impl StateStore for Instrumented {
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         timed!(self, "take_released", self.inner.take_released(now, limit))
+    }
+
+    async fn incidents_of_alert(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+        timed!(
+            self,
+            "incidents_of_alert",
+            self.inner.incidents_of_alert(fingerprint)
+        )
+    }
+
+    async fn outbox_read(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        // Not timed: it waits for entries by design.
+        self.inner.outbox_read(consumer, max, wait).await
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        timed!(
+            self,
+            "outbox_reclaim",
+            self.inner.outbox_reclaim(consumer, min_idle, max)
+        )
+    }
+
+    async fn outbox_ack(&self, entry_ids: &[String]) -> Result<(), StoreError> {
+        timed!(self, "outbox_ack", self.inner.outbox_ack(entry_ids))
+    }
+
+    async fn outbox_push(
+        &self,
+        incident_id: &str,
+        version: u64,
+        event: &str,
+    ) -> Result<(), StoreError> {
+        timed!(
+            self,
+            "outbox_push",
+            self.inner.outbox_push(incident_id, version, event)
+        )
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        timed!(self, "outbox_stats", self.inner.outbox_stats())
+    }
+
+    async fn get_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        timed!(self, "get_sync", self.inner.get_sync(incident_id, adapter))
+    }
+
+    async fn put_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+        state: &SyncState,
+    ) -> Result<(), StoreError> {
+        timed!(
+            self,
+            "put_sync",
+            self.inner.put_sync(incident_id, adapter, state)
+        )
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        timed!(self, "try_lease", self.inner.try_lease(name, owner, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        timed!(self, "release_lease", self.inner.release_lease(name, owner))
+    }
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<(), StoreError> {
+        timed!(self, "put_dead_letter", self.inner.put_dead_letter(dead))
+    }
+
+    async fn list_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        timed!(self, "list_dead_letters", self.inner.list_dead_letters())
+    }
+
+    async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        timed!(self, "take_dead_letter", self.inner.take_dead_letter(id))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -3,9 +3,11 @@
 //! One lock for the whole batch keeps each batch atomic and costs less than a lock
 //! per alert at the batch sizes webhooks deliver.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 
@@ -15,10 +17,13 @@ use super::{
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery};
+use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 pub struct MemoryStore {
     alerts: Mutex<HashMap<String, AlertState>>,
     incidents: Mutex<Incidents>,
+    /// Wakes outbox readers when an entry is appended.
+    outbox_ready: Notify,
     resolved_retention: chrono::Duration,
 }
 
@@ -35,6 +40,36 @@ struct Incidents {
     due_of: HashMap<String, DateTime<Utc>>,
     /// (release time, fingerprint) of alerts held by maintenance windows.
     held: BTreeSet<(DateTime<Utc>, String)>,
+    /// fingerprint → the incidents the alert belongs to, under any rule.
+    of_alert: HashMap<String, BTreeSet<String>>,
+    outbox: Outbox,
+    /// (incident, adapter) → what has been delivered.
+    sync: HashMap<(String, String), SyncState>,
+    /// lease name → (owner, expiry).
+    leases: HashMap<String, (String, Instant)>,
+    dead: BTreeMap<String, DeadLetter>,
+}
+
+/// The in-process outbox: new entries, and those handed out but not acknowledged.
+#[derive(Default)]
+struct Outbox {
+    next_id: u64,
+    queue: VecDeque<OutboxEntry>,
+    pending: BTreeMap<String, (OutboxEntry, Instant)>,
+}
+
+impl Outbox {
+    fn push(&mut self, incident_id: &str, version: u64, event: &str) {
+        self.next_id += 1;
+        self.queue.push_back(OutboxEntry {
+            // Zero-padded so ids sort in append order, like stream ids.
+            entry_id: format!("{:020}", self.next_id),
+            incident_id: incident_id.to_string(),
+            version,
+            event: event.to_string(),
+            enqueued_at: Utc::now(),
+        });
+    }
 }
 
 impl MemoryStore {
@@ -42,6 +77,7 @@ impl MemoryStore {
         MemoryStore {
             alerts: Mutex::new(HashMap::new()),
             incidents: Mutex::new(Incidents::default()),
+            outbox_ready: Notify::new(),
             resolved_retention: chrono::Duration::from_std(resolved_retention)
                 .unwrap_or(chrono::Duration::MAX),
         }
@@ -166,6 +202,14 @@ impl StateStore for MemoryStore {
         if let Some((rule, fp)) = c.member {
             inc.members
                 .insert((rule.to_string(), fp.to_string()), id.clone());
+            inc.of_alert
+                .entry(fp.to_string())
+                .or_default()
+                .insert(id.clone());
+        }
+        if let Some(event) = c.outbox_event {
+            inc.outbox.push(id, c.incident.version, event);
+            self.outbox_ready.notify_waiters();
         }
         if let Some(old) = inc.due_of.remove(id) {
             inc.due.remove(&(old, id.clone()));
@@ -222,7 +266,7 @@ impl StateStore for MemoryStore {
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         let mut inc = self.incidents()?;
         let released: Vec<(DateTime<Utc>, String)> = inc
             .held
@@ -234,7 +278,163 @@ impl StateStore for MemoryStore {
         for entry in &released {
             inc.held.remove(entry);
         }
-        Ok(released.into_iter().map(|(_, fp)| fp).collect())
+        Ok(released)
+    }
+
+    async fn incidents_of_alert(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .incidents()?
+            .of_alert
+            .get(fingerprint)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn outbox_read(
+        &self,
+        _consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        for round in 0..2 {
+            // Created before looking, so an append between the look and the
+            // wait still wakes this reader.
+            let notified = self.outbox_ready.notified();
+            {
+                let mut inc = self.incidents()?;
+                let n = max.min(inc.outbox.queue.len());
+                let taken: Vec<OutboxEntry> = inc.outbox.queue.drain(..n).collect();
+                if !taken.is_empty() || round == 1 {
+                    let now = Instant::now();
+                    for e in &taken {
+                        inc.outbox
+                            .pending
+                            .insert(e.entry_id.clone(), (e.clone(), now));
+                    }
+                    return Ok(taken);
+                }
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        _consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut inc = self.incidents()?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (entry, since) in inc.outbox.pending.values_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if now.duration_since(*since) >= min_idle {
+                *since = now;
+                out.push(entry.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn outbox_ack(&self, entry_ids: &[String]) -> Result<(), StoreError> {
+        let mut inc = self.incidents()?;
+        for id in entry_ids {
+            inc.outbox.pending.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn outbox_push(
+        &self,
+        incident_id: &str,
+        version: u64,
+        event: &str,
+    ) -> Result<(), StoreError> {
+        self.incidents()?.outbox.push(incident_id, version, event);
+        self.outbox_ready.notify_waiters();
+        Ok(())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let inc = self.incidents()?;
+        let oldest = inc
+            .outbox
+            .pending
+            .values()
+            .map(|(e, _)| e.enqueued_at)
+            .chain(inc.outbox.queue.front().map(|e| e.enqueued_at))
+            .min();
+        Ok(OutboxStats {
+            depth: (inc.outbox.queue.len() + inc.outbox.pending.len()) as u64,
+            oldest,
+        })
+    }
+
+    async fn get_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        Ok(self
+            .incidents()?
+            .sync
+            .get(&(incident_id.to_string(), adapter.to_string()))
+            .cloned())
+    }
+
+    async fn put_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+        state: &SyncState,
+    ) -> Result<(), StoreError> {
+        self.incidents()?.sync.insert(
+            (incident_id.to_string(), adapter.to_string()),
+            state.clone(),
+        );
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut inc = self.incidents()?;
+        let now = Instant::now();
+        match inc.leases.get(name) {
+            Some((holder, until)) if holder != owner && *until > now => Ok(false),
+            _ => {
+                inc.leases
+                    .insert(name.to_string(), (owner.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut inc = self.incidents()?;
+        if inc
+            .leases
+            .get(name)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            inc.leases.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<(), StoreError> {
+        self.incidents()?.dead.insert(dead.id.clone(), dead.clone());
+        Ok(())
+    }
+
+    async fn list_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self.incidents()?.dead.values().cloned().collect())
+    }
+
+    async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        Ok(self.incidents()?.dead.remove(id))
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery};
+use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 /// What the store keeps about one alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +117,9 @@ pub struct IncidentCommit<'a> {
     pub member: Option<(&'a str, &'a str)>,
     /// When the incident's timers next need a look (auto-resolve, close).
     pub due: Option<DateTime<Utc>>,
+    /// Append this change to the outbox (`created`, `updated`, ...), in the same
+    /// atomic step.
+    pub outbox_event: Option<&'a str>,
 }
 
 /// What recording one alert did.
@@ -217,11 +221,78 @@ pub trait StateStore: Send + Sync + 'static {
     async fn hold_alert(&self, fingerprint: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Takes (and forgets) the held alerts whose window has ended by `now`.
+    /// Takes (and forgets) the held alerts whose window has ended by `now`:
+    /// `(release time, fingerprint)`, oldest first.
     async fn take_released(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
+
+    /// Ids of the incidents alert `fingerprint` belongs to, under any rule.
+    async fn incidents_of_alert(&self, fingerprint: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Reads up to `max` new outbox entries for `consumer`, waiting up to
+    /// `wait` when there are none. They stay pending until acknowledged.
+    async fn outbox_read(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Claims for `consumer` the entries pending longer than `min_idle` (their
+    /// consumer died, or left them for a later try).
+    async fn outbox_reclaim(
+        &self,
+        consumer: &str,
+        min_idle: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Done with these entries.
+    async fn outbox_ack(&self, entry_ids: &[String]) -> Result<(), StoreError>;
+
+    /// Appends an entry outside an incident commit (an operator's retry).
+    async fn outbox_push(
+        &self,
+        incident_id: &str,
+        version: u64,
+        event: &str,
+    ) -> Result<(), StoreError>;
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    async fn get_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+    ) -> Result<Option<SyncState>, StoreError>;
+
+    async fn put_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+        state: &SyncState,
+    ) -> Result<(), StoreError>;
+
+    /// Takes lease `name` for `owner` for `ttl` unless someone else holds it.
+    async fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives lease `name` back if `owner` still holds it.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<(), StoreError>;
+
+    async fn list_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Removes and returns dead letter `id` (so one retry re-queues it once).
+    async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
 
     /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
     /// backend expires keys itself.

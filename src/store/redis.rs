@@ -32,9 +32,17 @@ use super::{
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery, IncidentState};
+use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 const RECORD_ALERT: &str = include_str!("record_alert.lua");
 const COMMIT_INCIDENT: &str = include_str!("commit_incident.lua");
+/// The consumer group all instances deliver the outbox as.
+const OUTBOX_GROUP: &str = "delivery";
+/// Takes a lease unless another owner holds it (the holder itself renews it).
+const TAKE_LEASE: &str = "local h = redis.call('GET', KEYS[1]) if h and h ~= ARGV[1] then return 0 end redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+/// Drops a lease only if its owner still holds it.
+const DROP_LEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 /// Membership of an alert in an incident outlives quiet periods by this much.
 const MEMBER_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Index entries read per round trip while listing.
@@ -52,6 +60,10 @@ pub struct RedisOptions {
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For blocking stream reads only.
+    blocking: ConnectionManager,
+    lease: Script,
+    unlease: Script,
     script: Script,
     commit: Script,
     prefix: String,
@@ -84,10 +96,21 @@ impl RedisStore {
             // reconnecting in the background on later calls.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        let blocking_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.connect_timeout))
+            // Room for the longest blocking read the outbox worker asks for.
+            .set_response_timeout(Some(opts.response_timeout + Duration::from_secs(5)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let blocking = ConnectionManager::new_lazy_with_config(client.clone(), blocking_config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(RedisStore {
             conn,
+            blocking,
+            lease: Script::new(TAKE_LEASE),
+            unlease: Script::new(DROP_LEASE),
             script: Script::new(RECORD_ALERT),
             commit: Script::new(COMMIT_INCIDENT),
             prefix: opts.key_prefix.clone(),
@@ -166,6 +189,18 @@ impl RedisStore {
         Ok(pipe)
     }
 
+    async fn create_group(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let created: Result<(), _> = conn
+            .xgroup_create_mkstream(self.inc_key("outbox"), OUTBOX_GROUP, "0")
+            .await;
+        match created {
+            // Another instance created it first.
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            other => other.map_err(unavailable),
+        }
+    }
+
     async fn load_script(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         self.script
@@ -175,6 +210,28 @@ impl RedisStore {
             .map(|_| ())
             .map_err(unavailable)
     }
+}
+
+/// An outbox stream entry, or `None` for one this version cannot read.
+fn outbox_entry(e: redis::streams::StreamId) -> Option<OutboxEntry> {
+    Some(OutboxEntry {
+        incident_id: e.get("incident")?,
+        version: e.get::<String>("version")?.parse().ok()?,
+        event: e.get("event")?,
+        enqueued_at: stream_time(&e.id)?,
+        entry_id: e.id,
+    })
+}
+
+/// The time in a stream id (`<ms>-<seq>`).
+fn stream_time(id: &str) -> Option<DateTime<Utc>> {
+    let ms = id.split('-').next()?.parse::<i64>().ok()?;
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+/// The consumer group is missing (first use, or Redis restarted empty).
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.to_string().contains("NOGROUP")
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -410,9 +467,9 @@ impl StateStore for RedisStore {
             Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
             None => ("0", "slot:".to_string(), ""),
         };
-        let (member, member_key) = match c.member {
-            Some((rule, fp)) => ("1", format!("member:{rule}|{fp}")),
-            None => ("0", "member:".to_string()),
+        let (member, member_key, of_alert_key) = match c.member {
+            Some((rule, fp)) => ("1", format!("member:{rule}|{fp}"), format!("of-alert:{fp}")),
+            None => ("0", "member:".to_string(), "of-alert:".to_string()),
         };
         let mut invocation = self.commit.prepare_invoke();
         invocation
@@ -421,6 +478,8 @@ impl StateStore for RedisStore {
             .key(self.inc_key(&member_key))
             .key(self.inc_key("incidents"))
             .key(self.inc_key("due"))
+            .key(self.inc_key("outbox"))
+            .key(self.inc_key(&of_alert_key))
             .arg(c.expected_version)
             .arg(inc.version)
             .arg(doc)
@@ -434,7 +493,8 @@ impl StateStore for RedisStore {
                 c.due
                     .map(|d| d.timestamp_millis().to_string())
                     .unwrap_or_default(),
-            );
+            )
+            .arg(c.outbox_event.unwrap_or(""));
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
         let written: i64 = invocation
@@ -495,29 +555,264 @@ impl StateStore for RedisStore {
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         let mut conn = self.conn.clone();
         let held = self.inc_key("held");
-        let fps: Vec<String> = conn
-            .zrangebyscore_limit(&held, "-inf", now.timestamp_millis(), 0, limit as isize)
+        let due: Vec<(String, f64)> = conn
+            .zrangebyscore_limit_withscores(
+                &held,
+                "-inf",
+                now.timestamp_millis(),
+                0,
+                limit as isize,
+            )
             .await
             .map_err(unavailable)?;
-        if fps.is_empty() {
-            return Ok(fps);
+        if due.is_empty() {
+            return Ok(Vec::new());
         }
         // ZREM answers how many it removed; each instance keeps only the ones it
         // removed itself, so a released alert is processed once.
         let mut pipe = redis::pipe();
-        for fp in &fps {
+        for (fp, _) in &due {
             pipe.zrem(&held, fp);
         }
         let removed: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(fps
+        Ok(due
             .into_iter()
             .zip(removed)
             .filter(|(_, n)| *n == 1)
-            .map(|(fp, _)| fp)
+            .filter_map(|((fp, ms), _)| {
+                Utc.timestamp_millis_opt(ms as i64)
+                    .single()
+                    .map(|t| (t, fp))
+            })
             .collect())
+    }
+
+    async fn incidents_of_alert(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.smembers(self.inc_key(&format!("of-alert:{fingerprint}")))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn outbox_read(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let key = self.inc_key("outbox");
+        let opts = redis::streams::StreamReadOptions::default()
+            .group(OUTBOX_GROUP, consumer)
+            .count(max)
+            .block(wait.as_millis() as usize);
+        // A blocking read gets its own connection: on the shared multiplexed one it
+        // would hold up every other command for the whole wait.
+        let mut conn = self.blocking.clone();
+        let reply: Result<Option<redis::streams::StreamReadReply>, _> =
+            conn.xread_options(&[&key], &[">"], &opts).await;
+        let reply = match reply {
+            Err(e) if is_nogroup(&e) => {
+                self.create_group().await?;
+                conn.xread_options(&[&key], &[">"], &opts)
+                    .await
+                    .map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .filter_map(outbox_entry)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let key = self.inc_key("outbox");
+        let mut conn = self.conn.clone();
+        let opts = redis::streams::StreamAutoClaimOptions::default().count(max);
+        let reply: Result<redis::streams::StreamAutoClaimReply, _> = conn
+            .xautoclaim_options(
+                &key,
+                OUTBOX_GROUP,
+                consumer,
+                min_idle.as_millis() as usize,
+                "0-0",
+                opts,
+            )
+            .await;
+        match reply {
+            Ok(r) => Ok(r.claimed.into_iter().filter_map(outbox_entry).collect()),
+            Err(e) if is_nogroup(&e) => {
+                self.create_group().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn outbox_ack(&self, entry_ids: &[String]) -> Result<(), StoreError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.inc_key("outbox");
+        let mut conn = self.conn.clone();
+        // Acknowledged entries are deleted too, so the stream holds only what
+        // is still to deliver and its length is the outbox depth.
+        redis::pipe()
+            .xack(&key, OUTBOX_GROUP, entry_ids)
+            .ignore()
+            .xdel(&key, entry_ids)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn outbox_push(
+        &self,
+        incident_id: &str,
+        version: u64,
+        event: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = conn
+            .xadd(
+                self.inc_key("outbox"),
+                "*",
+                &[
+                    ("incident", incident_id),
+                    ("version", &version.to_string()),
+                    ("event", event),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let key = self.inc_key("outbox");
+        let mut conn = self.conn.clone();
+        let (depth, first): (u64, redis::streams::StreamRangeReply) = redis::pipe()
+            .xlen(&key)
+            .xrange_count(&key, "-", "+", 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(OutboxStats {
+            depth,
+            oldest: first.ids.first().and_then(|e| stream_time(&e.id)),
+        })
+    }
+
+    async fn get_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .hget(self.inc_key(&format!("sync:{incident_id}")), adapter)
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("sync state: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn put_sync(
+        &self,
+        incident_id: &str,
+        adapter: &str,
+        state: &SyncState,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        conn.hset(self.inc_key(&format!("sync:{incident_id}")), adapter, json)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let taken: i64 = self
+            .lease
+            .key(self.inc_key(&format!("lease:{name}")))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .unlease
+            .key(self.inc_key(&format!("lease:{name}")))
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<(), StoreError> {
+        let json = serde_json::to_string(dead).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        conn.hset(self.inc_key("dead"), &dead.id, json)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn list_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn
+            .hgetall(self.inc_key("dead"))
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<DeadLetter> = all
+            .values()
+            .map(|v| {
+                serde_json::from_str(v)
+                    .map_err(|e| StoreError::Corrupt(format!("dead letter: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.failed_at.cmp(&b.failed_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let key = self.inc_key("dead");
+        let mut conn = self.conn.clone();
+        let (raw, removed): (Option<String>, i64) = redis::pipe()
+            .atomic()
+            .hget(&key, id)
+            .hdel(&key, id)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if removed != 1 {
+            return Ok(None);
+        }
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("dead letter: {e}")))
+        })
+        .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

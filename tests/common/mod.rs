@@ -143,6 +143,7 @@ pub fn redis_config(url: &str, prefix: &str) -> String {
 }
 
 pub fn client() -> reqwest::Client {
+    incidentd::adapters::delivery::install_tls_provider();
     reqwest::Client::new()
 }
 

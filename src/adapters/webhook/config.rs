@@ -39,11 +39,21 @@ impl Config {
         let url = match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             Ok(_) | Err(_) => {
-                p.at(&format!("{key}.url"), format!("{:?} is not an http(s) URL", self.url));
+                p.at(
+                    &format!("{key}.url"),
+                    format!("{:?} is not an http(s) URL", self.url),
+                );
                 None
             }
         };
-        let secret = crate::adapters::secret(&self.secret, &self.secret_file, &format!("{key}.secret"), base_dir, false, p);
+        let secret = crate::adapters::secret(
+            &self.secret,
+            &self.secret_file,
+            &format!("{key}.secret"),
+            base_dir,
+            false,
+            p,
+        );
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &self.headers {
             match (
@@ -53,7 +63,10 @@ impl Config {
                 (Ok(n), Ok(v)) => {
                     headers.insert(n, v);
                 }
-                _ => p.at(&format!("{key}.headers"), format!("invalid header {name:?}")),
+                _ => p.at(
+                    &format!("{key}.headers"),
+                    format!("invalid header {name:?}"),
+                ),
             }
         }
         Some(Webhook {

@@ -35,8 +35,15 @@ pub fn signature(secret: &Secret, body: &[u8]) -> String {
 }
 
 impl Webhook {
-    async fn post(&self, target: &Target, inc: &Incident, event: &str, body: serde_json::Value) -> Result<(), DeliveryError> {
-        let bytes = serde_json::to_vec(&body).map_err(|e| DeliveryError::permanent(e.to_string()))?;
+    async fn post(
+        &self,
+        target: &Target,
+        inc: &Incident,
+        event: &str,
+        body: serde_json::Value,
+    ) -> Result<(), DeliveryError> {
+        let bytes =
+            serde_json::to_vec(&body).map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let sig = self.secret.as_ref().map(|s| signature(s, &bytes));
         let key = format!("{}:{}:{event}", inc.id, inc.version);
         target
@@ -67,13 +74,22 @@ impl Adapter for Webhook {
         "webhook"
     }
 
-    async fn find(&self, _target: &Target, _inc: &Incident) -> Result<Option<ExternalRef>, DeliveryError> {
+    async fn find(
+        &self,
+        _target: &Target,
+        _inc: &Incident,
+    ) -> Result<Option<ExternalRef>, DeliveryError> {
         Ok(None)
     }
 
     async fn create(&self, target: &Target, inc: &Incident) -> Result<ExternalRef, DeliveryError> {
-        self.post(target, inc, "created", json!({"event": "created", "incident": inc}))
-            .await?;
+        self.post(
+            target,
+            inc,
+            "created",
+            json!({"event": "created", "incident": inc}),
+        )
+        .await?;
         Ok(ExternalRef {
             id: inc.id.clone(),
             display: inc.id.clone(),

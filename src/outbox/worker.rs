@@ -1,0 +1,387 @@
+//! The delivery worker: reads the outbox and brings each routed adapter's
+//! ticket in line with the incident, then acknowledges the entry.
+//!
+//! Per (incident, adapter), a sync is: find-or-create the ticket, update its
+//! fields and add the new timeline entries as notes, move it to the incident's
+//! state. Each step is persisted ([`SyncState`]) before the next, so a crash
+//! resumes where it stopped and never creates a second ticket. Transient
+//! failures leave the entry pending (retried later, by this or another
+//! instance); permanent ones become dead letters an operator can retry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sha2::Digest;
+use tokio::sync::Semaphore;
+
+use super::{DeadLetter, OutboxEntry, SyncState};
+use crate::adapters::{Built, DeliveryError, ExternalRef, Target, TicketState};
+use crate::incident::engine::Engine;
+use crate::incident::{Incident, IncidentQuery, IncidentState};
+use crate::metrics::Metrics;
+use crate::store::{SharedStore, StoreError};
+
+/// How long one instance may work a ticket before another may take over.
+const LEASE_TTL: Duration = Duration::from_secs(300);
+/// Entries read per round trip.
+const READ_BATCH: usize = 64;
+/// Rounds of one sync before leaving the rest to the next entry (an incident
+/// changing faster than its ticket can follow).
+const MAX_ROUNDS: usize = 8;
+
+/// Worker settings (config `delivery:`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Entries pending this long (their instance died, or left them after a
+    /// transient failure) are claimed again.
+    pub reclaim_after_ms: u64,
+    /// How often tickets are read back (two-way state).
+    pub poll_interval_ms: u64,
+    /// Incidents delivered at once by this instance.
+    pub concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            reclaim_after_ms: 15_000,
+            poll_interval_ms: 30_000,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Why a sync did not complete.
+enum SyncError {
+    Delivery(DeliveryError),
+    Store(StoreError),
+    /// Another instance holds the ticket's lease.
+    Busy,
+}
+
+impl From<DeliveryError> for SyncError {
+    fn from(e: DeliveryError) -> Self {
+        SyncError::Delivery(e)
+    }
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        SyncError::Store(e)
+    }
+}
+
+pub struct Worker {
+    store: SharedStore,
+    engine: Arc<Engine>,
+    adapters: HashMap<String, (Built, Target)>,
+    /// This instance's consumer name and lease owner.
+    consumer: String,
+    metrics: Arc<Metrics>,
+    config: WorkerConfig,
+    /// Incidents this process is syncing now: a second entry for one of them
+    /// is covered by the running sync, which re-reads before it finishes.
+    in_flight: Mutex<HashSet<String>>,
+    /// Route names already warned about (not configured), to warn once each.
+    unknown: Mutex<HashSet<String>>,
+}
+
+impl Worker {
+    pub fn new(
+        store: SharedStore,
+        engine: Arc<Engine>,
+        adapters: &[Built],
+        metrics: Arc<Metrics>,
+        config: WorkerConfig,
+    ) -> Result<Self, String> {
+        let mut built = HashMap::new();
+        for a in adapters {
+            let target = Target::new(&a.name, &a.delivery, metrics.clone())?;
+            built.insert(a.name.clone(), (a.clone(), target));
+        }
+        Ok(Worker {
+            store,
+            engine,
+            adapters: built,
+            consumer: format!("incidentd-{}", uuid::Uuid::now_v7().simple()),
+            metrics,
+            config,
+            in_flight: Mutex::new(HashSet::new()),
+            unknown: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Delivers until the task is dropped. Entries in flight when it is are
+    /// not acknowledged, so they are delivered again (harmlessly) later.
+    pub async fn run(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let reclaim_after = Duration::from_millis(self.config.reclaim_after_ms);
+        let mut last_reclaim: Option<Instant> = None;
+        loop {
+            let mut entries = match self.store.outbox_read(&self.consumer, READ_BATCH, Duration::from_secs(1)).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox read failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_after / 2) {
+                last_reclaim = Some(Instant::now());
+                match self.store.outbox_reclaim(&self.consumer, reclaim_after, READ_BATCH).await {
+                    Ok(mut claimed) => entries.append(&mut claimed),
+                    Err(e) => tracing::warn!(error = %e, "outbox reclaim failed"),
+                }
+                self.update_depth().await;
+            }
+            for entry in entries {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if worker.handle(&entry).await
+                        && let Err(e) = worker.store.outbox_ack(std::slice::from_ref(&entry.entry_id)).await
+                    {
+                        tracing::warn!(error = %e, "outbox ack failed; the entry will be delivered again");
+                    }
+                });
+            }
+        }
+    }
+
+    async fn update_depth(&self) {
+        if let Ok(stats) = self.store.outbox_stats().await {
+            self.metrics.outbox_depth.set(stats.depth as i64);
+            let age = stats
+                .oldest
+                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            self.metrics.outbox_oldest_age.set(age);
+        }
+    }
+
+    /// Delivers one entry to every adapter on its incident's route; `true` when
+    /// the entry is done with (delivered, or dead-lettered).
+    pub async fn handle(&self, entry: &OutboxEntry) -> bool {
+        let inc = match self.store.get_incident(&entry.incident_id).await {
+            Ok(Some(inc)) => inc,
+            // Gone (expired): nothing left to deliver.
+            Ok(None) => return true,
+            Err(_) => return false,
+        };
+        {
+            let Ok(mut running) = self.in_flight.lock() else {
+                return false;
+            };
+            if !running.insert(inc.id.clone()) {
+                return true;
+            }
+        }
+        let mut done = true;
+        for name in &inc.route {
+            let Some((built, target)) = self.adapters.get(name) else {
+                self.metrics.deliveries.with_label_values(&[name, "unknown_adapter"]).inc();
+                if self.unknown.lock().is_ok_and(|mut u| u.insert(name.clone())) {
+                    tracing::warn!(adapter = %name, "rules route incidents to an adapter that is not configured; skipping it");
+                }
+                continue;
+            };
+            match self.sync(&inc.id, built, target).await {
+                Ok(()) => self.metrics.deliveries.with_label_values(&[name, "delivered"]).inc(),
+                Err(SyncError::Delivery(DeliveryError::Permanent { reason, status })) => {
+                    self.metrics.deliveries.with_label_values(&[name, "dead_letter"]).inc();
+                    self.metrics.dead_letters.with_label_values(&[name]).inc();
+                    tracing::error!(adapter = %name, incident = %inc.id, error = %reason, "delivery failed permanently; dead-lettered");
+                    let dead = DeadLetter {
+                        id: format!("{}-{name}", uuid::Uuid::now_v7().simple()),
+                        incident_id: inc.id.clone(),
+                        adapter: name.clone(),
+                        reason,
+                        status,
+                        failed_at: Utc::now(),
+                    };
+                    if self.store.put_dead_letter(&dead).await.is_err() {
+                        done = false;
+                    }
+                }
+                Err(SyncError::Delivery(DeliveryError::Transient { reason, .. })) => {
+                    self.metrics.deliveries.with_label_values(&[name, "retry_later"]).inc();
+                    tracing::warn!(adapter = %name, incident = %inc.id, error = %reason, "delivery will be retried");
+                    done = false;
+                }
+                Err(SyncError::Store(e)) => {
+                    tracing::warn!(adapter = %name, incident = %inc.id, error = %e, "delivery state unavailable; will retry");
+                    done = false;
+                }
+                Err(SyncError::Busy) => done = false,
+            }
+        }
+        if let Ok(mut running) = self.in_flight.lock() {
+            running.remove(&inc.id);
+        }
+        done
+    }
+
+    async fn sync(&self, id: &str, built: &Built, target: &Target) -> Result<(), SyncError> {
+        let lease = format!("{id}:{}", built.name);
+        if !self.store.try_lease(&lease, &self.consumer, LEASE_TTL).await? {
+            return Err(SyncError::Busy);
+        }
+        let result = self.sync_rounds(id, built, target).await;
+        // An unreleased lease expires by itself; failing to release is harmless.
+        let _ = self.store.release_lease(&lease, &self.consumer).await;
+        result
+    }
+
+    async fn sync_rounds(&self, id: &str, built: &Built, target: &Target) -> Result<(), SyncError> {
+        for _ in 0..MAX_ROUNDS {
+            let Some(inc) = self.store.get_incident(id).await? else {
+                return Ok(());
+            };
+            let mut st = self.store.get_sync(id, &built.name).await?.unwrap_or_default();
+            if st.version >= inc.version {
+                return Ok(());
+            }
+            self.step(&inc, &mut st, built, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings one ticket in line with `inc`, persisting after each side effect.
+    async fn step(&self, inc: &Incident, st: &mut SyncState, built: &Built, target: &Target) -> Result<(), SyncError> {
+        let adapter = &built.adapter;
+        let total = inc.timeline_dropped + inc.timeline.len() as u64;
+        let ext: ExternalRef = match &st.external {
+            Some(ext) => {
+                let skip = st.timeline_synced.saturating_sub(inc.timeline_dropped) as usize;
+                let new_entries = inc.timeline.get(skip..).unwrap_or(&[]);
+                let digest = fields_digest(inc);
+                if !new_entries.is_empty() || digest != st.fields_digest {
+                    adapter.update(target, inc, ext, new_entries).await?;
+                    st.timeline_synced = total;
+                    st.fields_digest = digest;
+                    self.store.put_sync(&inc.id, &built.name, st).await?;
+                }
+                ext.clone()
+            }
+            None => {
+                let (ext, found) = match adapter.find(target, inc).await? {
+                    Some(ext) => (ext, true),
+                    None => (adapter.create(target, inc).await?, false),
+                };
+                st.external = Some(ext.clone());
+                st.remote = Some(TicketState::Open);
+                // A ticket found again may predate later changes: update it next round.
+                st.timeline_synced = if found { 0 } else { total };
+                st.fields_digest = if found { String::new() } else { fields_digest(inc) };
+                self.store.put_sync(&inc.id, &built.name, st).await?;
+                if let Err(e) = self.engine.set_external_ref(&inc.id, &built.name, &ext).await {
+                    tracing::warn!(incident = %inc.id, error = %e, "could not record the external reference on the incident");
+                }
+                if found {
+                    return Ok(());
+                }
+                ext
+            }
+        };
+        let want = TicketState::of(inc.state);
+        if st.remote != Some(want) {
+            adapter.transition(target, inc, &ext, want).await?;
+            st.remote = Some(want);
+            self.store.put_sync(&inc.id, &built.name, st).await?;
+        }
+        st.version = inc.version;
+        self.store.put_sync(&inc.id, &built.name, st).await?;
+        Ok(())
+    }
+
+    /// Reads tickets back (adapters that can) and applies what people changed
+    /// in the ITSM to the incidents.
+    pub async fn poll_remote(&self) -> Result<(), StoreError> {
+        let mut incidents = Vec::new();
+        for state in [IncidentState::New, IncidentState::InProgress, IncidentState::Reopened, IncidentState::Resolved] {
+            incidents.extend(
+                self.store
+                    .list_incidents(&IncidentQuery {
+                        state: Some(state),
+                        limit: 1000,
+                        ..IncidentQuery::default()
+                    })
+                    .await?,
+            );
+        }
+        for inc in incidents {
+            for name in &inc.route {
+                let Some((built, target)) = self.adapters.get(name) else {
+                    continue;
+                };
+                let Some(mut st) = self.store.get_sync(&inc.id, name).await? else {
+                    continue;
+                };
+                let Some(ext) = st.external.clone() else {
+                    continue;
+                };
+                let remote = match built.adapter.fetch(target, &ext).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::debug!(adapter = %name, incident = %inc.id, error = %e, "reading the ticket back failed");
+                        continue;
+                    }
+                };
+                if st.remote == Some(remote.state) {
+                    continue;
+                }
+                // Somebody changed the ticket in the ITSM.
+                let who = remote.changed_by.clone().unwrap_or_else(|| "someone".into());
+                match self.engine.apply_remote(&inc.id, name, remote.state, &who, Utc::now()).await {
+                    Ok(updated) => {
+                        st.remote = Some(remote.state);
+                        // The incident changed because of the ticket: nothing to send back.
+                        if TicketState::of(updated.state) == remote.state {
+                            st.version = st.version.max(updated.version);
+                        }
+                        self.store.put_sync(&inc.id, name, &st).await?;
+                    }
+                    Err(e) => tracing::warn!(incident = %inc.id, error = %e, "could not apply the ticket's change"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls tickets until the task is dropped.
+    pub async fn run_poller(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms.max(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.poll_remote().await {
+                tracing::warn!(error = %e, "ticket read-back failed; will retry");
+            }
+        }
+    }
+}
+
+/// A digest of the ticket fields an update would change.
+fn fields_digest(inc: &Incident) -> String {
+    let fields = serde_json::json!([
+        inc.title,
+        inc.description,
+        inc.priority,
+        inc.impact,
+        inc.urgency,
+        inc.category,
+        inc.subcategory,
+        inc.assignment_group,
+        inc.service,
+        inc.configuration_items,
+        inc.major,
+        inc.alert_count,
+    ]);
+    hex::encode(&sha2::Sha256::digest(fields.to_string().as_bytes())[..16])
+}
