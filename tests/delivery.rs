@@ -1,0 +1,235 @@
+//! The outbox and delivery worker end to end, through the webhook adapter to a
+//! local receiver: order per incident, retries through an outage, dead letters
+//! and their retry, and one ticket per incident across instances.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::*;
+use serde_json::{Value, json};
+
+const AM: &str = "/api/v1/alerts/alertmanager";
+const SECRET: &str = "hook-secret";
+
+/// What the receiver got, and how it answers.
+#[derive(Default)]
+struct Receiver {
+    /// (idempotency key, body) in arrival order.
+    got: Vec<(String, Value)>,
+    /// Status to answer with; 200 when unset.
+    answer: Option<u16>,
+}
+
+type Shared = Arc<Mutex<Receiver>>;
+
+async fn receive(State(r): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let sig = headers.get("x-incidentd-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let want = incidentd::adapters::webhook::signature(&incidentd::secret::Secret::new(SECRET), &body);
+    assert_eq!(sig, want, "every delivery is signed over its body");
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let mut r = r.lock().unwrap();
+    let status = r.answer.unwrap_or(200);
+    if status == 200 {
+        r.got.push((key, serde_json::from_slice(&body).unwrap()));
+    }
+    StatusCode::from_u16(status).unwrap()
+}
+
+async fn start_receiver() -> (String, Shared) {
+    let shared: Shared = Arc::default();
+    let app = Router::new().route("/hook", post(receive)).with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, shared)
+}
+
+/// Rules routing every alert to the `hook` adapter, and a config using them.
+fn config(dir: &std::path::Path, store: &str, hook: &str) -> String {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("all.yaml"),
+        "rules:\n  - name: all\n    incident:\n      title: \"{{ labels.alertname }} on {{ labels.service }}\"\n      impact: high\n      urgency: high\n      group_by: [alertname, service]\n      route: [hook]\n",
+    )
+    .unwrap();
+    format!(
+        "{store}rules:\n  dir: {}\nadapters:\n  hook:\n    type: webhook\n    url: {hook}\n    secret: {SECRET}\n    delivery:\n      initial_backoff_ms: 20\n      max_backoff_ms: 200\n      max_elapsed_ms: 500\ndelivery:\n  reclaim_after_ms: 300\n  poll_interval_ms: 60000\n",
+        rules.display()
+    )
+}
+
+fn alert(name: &str, service: &str, instance: &str, status: &str) -> String {
+    json!({
+        "version": "4", "status": status,
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": name, "service": service, "instance": instance},
+            "annotations": {"summary": "x"},
+            "startsAt": "2026-11-25T03:29:01.917Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+        }]
+    })
+    .to_string()
+}
+
+/// Events the receiver saw for incident `id`, in order.
+fn events_for(r: &Shared, id: &str) -> Vec<String> {
+    r.lock()
+        .unwrap()
+        .got
+        .iter()
+        .filter(|(_, b)| b["incident"]["id"] == id)
+        .map(|(_, b)| match b["event"].as_str().unwrap() {
+            "state" => format!("state:{}", b["state"].as_str().unwrap()),
+            e => e.to_string(),
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn incident_ids(d: &incidentd::daemon::Daemon) -> Vec<String> {
+    let v: Value = client()
+        .get(format!("{}/api/v1/incidents", base(d)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn lifecycle_is_delivered_in_order(store: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let d = start_daemon(&config(dir.path(), &store, &hook)).await;
+    post_json(&d, AM, &alert("Down", "api", "a", "firing")).await;
+    post_json(&d, AM, &alert("Down", "api", "b", "firing")).await;
+    let id = incident_ids(&d).await.pop().unwrap();
+    wait_for("creation and update", || events_for(&got, &id).contains(&"updated".to_string())).await;
+    post_json(&d, AM, &alert("Down", "api", "a", "resolved")).await;
+    post_json(&d, AM, &alert("Down", "api", "b", "resolved")).await;
+    wait_for("resolution", || events_for(&got, &id).last().map(String::as_str) == Some("state:resolved")).await;
+    let events = events_for(&got, &id);
+    assert_eq!(events.first().map(String::as_str), Some("created"), "{events:?}");
+    assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{events:?}");
+    // The incident records its ticket.
+    let inc: Value = client()
+        .get(format!("{}/api/v1/incidents/{id}", base(&d)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inc["external_refs"]["hook"], id.as_str());
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn incident_changes_reach_the_webhook_once_and_in_order_memory_store() {
+    lifecycle_is_delivered_in_order(String::new()).await;
+}
+
+#[tokio::test]
+async fn incident_changes_reach_the_webhook_once_and_in_order_redis_store() {
+    lifecycle_is_delivered_in_order(redis_config(&redis_url(), &unique_prefix("deliver"))).await;
+}
+
+#[tokio::test]
+async fn changes_made_while_the_endpoint_is_down_are_delivered_after_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let d = start_daemon(&config(dir.path(), &redis_config(&redis_url(), &unique_prefix("outage")), &hook)).await;
+    got.lock().unwrap().answer = Some(503);
+    for svc in ["a", "b", "c"] {
+        post_json(&d, AM, &alert("Down", svc, "i", "firing")).await;
+        post_json(&d, AM, &alert("Down", svc, "i", "resolved")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(got.lock().unwrap().got.is_empty());
+    got.lock().unwrap().answer = None;
+    let ids = incident_ids(&d).await;
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        wait_for("delivery after the outage", || events_for(&got, id).last().map(String::as_str) == Some("state:resolved")).await;
+        let events = events_for(&got, id);
+        assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{events:?}");
+        assert_eq!(events[0], "created");
+    }
+    let metrics = client().get(format!("{}/metrics", base(&d))).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("incidentd_delivery_retries_total{adapter=\"hook\"}"), "{metrics}");
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let d = start_daemon(&config(dir.path(), "", &hook)).await;
+    got.lock().unwrap().answer = Some(422);
+    post_json(&d, AM, &alert("Down", "api", "a", "firing")).await;
+    let list = || async {
+        client().get(format!("{}/api/v1/deliveries", base(&d))).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let mut dead = Value::Null;
+    for _ in 0..100 {
+        dead = list().await;
+        if !dead["dead_letters"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letter = &dead["dead_letters"][0];
+    assert_eq!(letter["adapter"], "hook");
+    assert_eq!(letter["status"], 422);
+    assert!(letter["reason"].as_str().unwrap().contains("HTTP 422"));
+    got.lock().unwrap().answer = None;
+    let id = letter["id"].as_str().unwrap();
+    let r = client().post(format!("{}/api/v1/deliveries/{id}/retry", base(&d))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let inc = letter["incident_id"].as_str().unwrap().to_string();
+    wait_for("redelivery", || events_for(&got, &inc).contains(&"created".to_string())).await;
+    assert!(list().await["dead_letters"].as_array().unwrap().is_empty());
+    assert_eq!(client().post(format!("{}/api/v1/deliveries/{id}/retry", base(&d))).send().await.unwrap().status(), 404);
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_deliver_each_incident_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let cfg = config(dir.path(), &redis_config(&redis_url(), &unique_prefix("pairdeliver")), &hook);
+    let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);
+    for i in 0..10 {
+        let body = alert("Down", &format!("svc{i}"), "i", "firing");
+        let (ra, rb) = tokio::join!(post_json(&a, AM, &body), post_json(&b, AM, &body));
+        assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+    }
+    let ids = incident_ids(&a).await;
+    assert_eq!(ids.len(), 10);
+    for id in &ids {
+        wait_for("creation", || events_for(&got, id).contains(&"created".to_string())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        let events = events_for(&got, id);
+        assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{id}: {events:?}");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
