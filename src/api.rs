@@ -334,7 +334,9 @@ async fn reload(State(s): State<ApiState>) -> Result<axum::Json<serde_json::Valu
 }
 
 /// Dead letters (deliveries that failed permanently) and the outbox's state.
-async fn list_deliveries(State(s): State<ApiState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn list_deliveries(
+    State(s): State<ApiState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let dead = s.store.list_dead_letters().await?;
     let stats = s.store.outbox_stats().await?;
     Ok(axum::Json(json!({
@@ -350,8 +352,14 @@ async fn retry_delivery(
     Path(id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let Some(dead) = s.store.take_dead_letter(&id).await? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dead letter {id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dead letter {id}"),
+        ));
     };
     s.store.outbox_push(&dead.incident_id, 0, "retry").await?;
-    Ok(axum::Json(json!({"status": "queued", "incident_id": dead.incident_id, "adapter": dead.adapter})))
+    Ok(axum::Json(
+        json!({"status": "queued", "incident_id": dead.incident_id, "adapter": dead.adapter}),
+    ))
 }

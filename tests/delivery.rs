@@ -28,11 +28,23 @@ struct Receiver {
 
 type Shared = Arc<Mutex<Receiver>>;
 
-async fn receive(State(r): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    let sig = headers.get("x-incidentd-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let want = incidentd::adapters::webhook::signature(&incidentd::secret::Secret::new(SECRET), &body);
+async fn receive(
+    State(r): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let sig = headers
+        .get("x-incidentd-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let want =
+        incidentd::adapters::webhook::signature(&incidentd::secret::Secret::new(SECRET), &body);
     assert_eq!(sig, want, "every delivery is signed over its body");
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let mut r = r.lock().unwrap();
     let status = r.answer.unwrap_or(200);
     if status == 200 {
@@ -43,7 +55,9 @@ async fn receive(State(r): State<Shared>, headers: HeaderMap, body: axum::body::
 
 async fn start_receiver() -> (String, Shared) {
     let shared: Shared = Arc::default();
-    let app = Router::new().route("/hook", post(receive)).with_state(shared.clone());
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -60,7 +74,7 @@ fn config(dir: &std::path::Path, store: &str, hook: &str) -> String {
     )
     .unwrap();
     format!(
-        "{store}rules:\n  dir: {}\nadapters:\n  hook:\n    type: webhook\n    url: {hook}\n    secret: {SECRET}\n    delivery:\n      initial_backoff_ms: 20\n      max_backoff_ms: 200\n      max_elapsed_ms: 500\ndelivery:\n  reclaim_after_ms: 300\n  poll_interval_ms: 60000\n",
+        "{store}rules:\n  dir: {}\nadapters:\n  hook:\n    type: webhook\n    url: {hook}\n    secret: {SECRET}\n    delivery:\n      initial_backoff_ms: 20\n      max_backoff_ms: 200\n      max_elapsed_ms: 500\ndelivery:\n  reclaim_after_ms: 300\n  poll_interval_ms: 60000\n  lease_ms: 1500\n",
         rules.display()
     )
 }
@@ -110,7 +124,12 @@ async fn incident_ids(d: &incidentd::daemon::Daemon) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    v["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn lifecycle_is_delivered_in_order(store: String) {
@@ -120,13 +139,27 @@ async fn lifecycle_is_delivered_in_order(store: String) {
     post_json(&d, AM, &alert("Down", "api", "a", "firing")).await;
     post_json(&d, AM, &alert("Down", "api", "b", "firing")).await;
     let id = incident_ids(&d).await.pop().unwrap();
-    wait_for("creation and update", || events_for(&got, &id).contains(&"updated".to_string())).await;
+    wait_for("creation and update", || {
+        events_for(&got, &id).contains(&"updated".to_string())
+    })
+    .await;
     post_json(&d, AM, &alert("Down", "api", "a", "resolved")).await;
     post_json(&d, AM, &alert("Down", "api", "b", "resolved")).await;
-    wait_for("resolution", || events_for(&got, &id).last().map(String::as_str) == Some("state:resolved")).await;
+    wait_for("resolution", || {
+        events_for(&got, &id).last().map(String::as_str) == Some("state:resolved")
+    })
+    .await;
     let events = events_for(&got, &id);
-    assert_eq!(events.first().map(String::as_str), Some("created"), "{events:?}");
-    assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{events:?}");
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("created"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "created").count(),
+        1,
+        "{events:?}"
+    );
     // The incident records its ticket.
     let inc: Value = client()
         .get(format!("{}/api/v1/incidents/{id}", base(&d)))
@@ -154,7 +187,12 @@ async fn incident_changes_reach_the_webhook_once_and_in_order_redis_store() {
 async fn changes_made_while_the_endpoint_is_down_are_delivered_after_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
-    let d = start_daemon(&config(dir.path(), &redis_config(&redis_url(), &unique_prefix("outage")), &hook)).await;
+    let d = start_daemon(&config(
+        dir.path(),
+        &redis_config(&redis_url(), &unique_prefix("outage")),
+        &hook,
+    ))
+    .await;
     got.lock().unwrap().answer = Some(503);
     for svc in ["a", "b", "c"] {
         post_json(&d, AM, &alert("Down", svc, "i", "firing")).await;
@@ -166,13 +204,30 @@ async fn changes_made_while_the_endpoint_is_down_are_delivered_after_it_returns(
     let ids = incident_ids(&d).await;
     assert_eq!(ids.len(), 3);
     for id in &ids {
-        wait_for("delivery after the outage", || events_for(&got, id).last().map(String::as_str) == Some("state:resolved")).await;
+        wait_for("delivery after the outage", || {
+            events_for(&got, id).last().map(String::as_str) == Some("state:resolved")
+        })
+        .await;
         let events = events_for(&got, id);
-        assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{events:?}");
+        assert_eq!(
+            events.iter().filter(|e| *e == "created").count(),
+            1,
+            "{events:?}"
+        );
         assert_eq!(events[0], "created");
     }
-    let metrics = client().get(format!("{}/metrics", base(&d))).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("incidentd_delivery_retries_total{adapter=\"hook\"}"), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", base(&d)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("incidentd_delivery_retries_total{adapter=\"hook\"}"),
+        "{metrics}"
+    );
     d.shutdown().await.unwrap();
 }
 
@@ -184,7 +239,14 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
     got.lock().unwrap().answer = Some(422);
     post_json(&d, AM, &alert("Down", "api", "a", "firing")).await;
     let list = || async {
-        client().get(format!("{}/api/v1/deliveries", base(&d))).send().await.unwrap().json::<Value>().await.unwrap()
+        client()
+            .get(format!("{}/api/v1/deliveries", base(&d)))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
     };
     let mut dead = Value::Null;
     for _ in 0..100 {
@@ -200,12 +262,27 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
     assert!(letter["reason"].as_str().unwrap().contains("HTTP 422"));
     got.lock().unwrap().answer = None;
     let id = letter["id"].as_str().unwrap();
-    let r = client().post(format!("{}/api/v1/deliveries/{id}/retry", base(&d))).send().await.unwrap();
+    let r = client()
+        .post(format!("{}/api/v1/deliveries/{id}/retry", base(&d)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let inc = letter["incident_id"].as_str().unwrap().to_string();
-    wait_for("redelivery", || events_for(&got, &inc).contains(&"created".to_string())).await;
+    wait_for("redelivery", || {
+        events_for(&got, &inc).contains(&"created".to_string())
+    })
+    .await;
     assert!(list().await["dead_letters"].as_array().unwrap().is_empty());
-    assert_eq!(client().post(format!("{}/api/v1/deliveries/{id}/retry", base(&d))).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .post(format!("{}/api/v1/deliveries/{id}/retry", base(&d)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     d.shutdown().await.unwrap();
 }
 
@@ -213,7 +290,11 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
 async fn two_instances_sharing_redis_deliver_each_incident_once() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
-    let cfg = config(dir.path(), &redis_config(&redis_url(), &unique_prefix("pairdeliver")), &hook);
+    let cfg = config(
+        dir.path(),
+        &redis_config(&redis_url(), &unique_prefix("pairdeliver")),
+        &hook,
+    );
     let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);
     for i in 0..10 {
         let body = alert("Down", &format!("svc{i}"), "i", "firing");
@@ -223,13 +304,135 @@ async fn two_instances_sharing_redis_deliver_each_incident_once() {
     let ids = incident_ids(&a).await;
     assert_eq!(ids.len(), 10);
     for id in &ids {
-        wait_for("creation", || events_for(&got, id).contains(&"created".to_string())).await;
+        wait_for("creation", || {
+            events_for(&got, id).contains(&"created".to_string())
+        })
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in &ids {
         let events = events_for(&got, id);
-        assert_eq!(events.iter().filter(|e| *e == "created").count(), 1, "{id}: {events:?}");
+        assert_eq!(
+            events.iter().filter(|e| *e == "created").count(),
+            1,
+            "{id}: {events:?}"
+        );
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Starts the daemon binary on `cfg` and waits until it listens on `port`.
+fn spawn_daemon(cfg: &std::path::Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_deliveries_loses_nothing_and_duplicates_no_ticket() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow receiver, so the kill lands while deliveries are in flight.
+    let shared: Shared = Arc::default();
+    let slow = |state: State<Shared>, headers: HeaderMap, body: axum::body::Bytes| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        receive(state, headers, body).await
+    };
+    let app = Router::new()
+        .route("/hook", post(slow))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let cfg_path = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg_path,
+        config(
+            dir.path(),
+            &redis_config(&redis_url(), &unique_prefix("kill")),
+            &hook,
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut daemon = spawn_daemon(&cfg_path, port);
+    let url = format!("http://127.0.0.1:{port}{AM}");
+    for i in 0..20 {
+        let r = client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(alert("Down", &format!("svc{i}"), "i", "firing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    wait_for("some deliveries", || shared.lock().unwrap().got.len() >= 3).await;
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let delivered_before = shared.lock().unwrap().got.len();
+    assert!(
+        delivered_before < 20,
+        "the kill should land mid-delivery ({delivered_before} done)"
+    );
+
+    let mut daemon = spawn_daemon(&cfg_path, port);
+    let all_created = || {
+        let got = shared.lock().unwrap();
+        let mut keys: Vec<&str> = got
+            .got
+            .iter()
+            .filter(|(_, b)| b["event"] == "created")
+            .map(|(k, _)| k.as_str())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while all_created() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 20 incidents delivered after the restart",
+            all_created()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One ticket per incident: a create may be sent again when the kill lost its
+    // answer, but always with the same idempotency key, never as a new ticket.
+    let got = shared.lock().unwrap();
+    let mut per_incident =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for (key, body) in &got.got {
+        if body["event"] == "created" {
+            per_incident
+                .entry(body["incident"]["id"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+    assert_eq!(per_incident.len(), 20);
+    assert!(
+        per_incident.values().all(|keys| keys.len() == 1),
+        "{per_incident:#?}"
+    );
+    drop(got);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
 }

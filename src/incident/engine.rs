@@ -89,8 +89,10 @@ impl Engine {
         who: &str,
         now: DateTime<Utc>,
     ) -> Result<Incident, EngineError> {
-        self.update(id, now, |inc| Ok(lifecycle::remote_change(inc, to, who, adapter, now)))
-            .await
+        self.update(id, now, |inc| {
+            Ok(lifecycle::remote_change(inc, to, who, adapter, now))
+        })
+        .await
     }
 
     pub fn store(&self) -> &SharedStore {

@@ -98,7 +98,10 @@ pub fn on_alert(
         next.push_timeline(
             now,
             "related",
-            format!("follows incident {}, closed by {by}: a new incident rather than reopening it", inc.id),
+            format!(
+                "follows incident {}, closed by {by}: a new incident rather than reopening it",
+                inc.id
+            ),
         );
         return Step::Create(Box::new(next));
     }
@@ -400,9 +403,16 @@ pub fn remote_change(
     use crate::adapters::TicketState;
     let by = format!("{who} in {adapter}");
     match to {
-        TicketState::Resolved | TicketState::Closed if inc.state.is_open() || to == TicketState::Closed && inc.state == IncidentState::Resolved => {
+        TicketState::Resolved | TicketState::Closed
+            if inc.state.is_open()
+                || to == TicketState::Closed && inc.state == IncidentState::Resolved =>
+        {
             let closed = to == TicketState::Closed;
-            inc.state = if closed { IncidentState::Closed } else { IncidentState::Resolved };
+            inc.state = if closed {
+                IncidentState::Closed
+            } else {
+                IncidentState::Resolved
+            };
             if closed {
                 inc.closed_at = Some(now);
             }
@@ -412,7 +422,9 @@ pub fn remote_change(
             let event = if closed { "closed" } else { "resolved" };
             inc.push_timeline(now, event, format!("{event} by {by}"));
         }
-        TicketState::Acknowledged if matches!(inc.state, IncidentState::New | IncidentState::Reopened) => {
+        TicketState::Acknowledged
+            if matches!(inc.state, IncidentState::New | IncidentState::Reopened) =>
+        {
             inc.state = IncidentState::InProgress;
             inc.updated_at = now;
             inc.push_timeline(now, "acknowledged", format!("acknowledged by {by}"));

@@ -23,8 +23,6 @@ use crate::incident::{Incident, IncidentQuery, IncidentState};
 use crate::metrics::Metrics;
 use crate::store::{SharedStore, StoreError};
 
-/// How long one instance may work a ticket before another may take over.
-const LEASE_TTL: Duration = Duration::from_secs(300);
 /// Entries read per round trip.
 const READ_BATCH: usize = 64;
 /// Rounds of one sync before leaving the rest to the next entry (an incident
@@ -42,6 +40,10 @@ pub struct WorkerConfig {
     pub poll_interval_ms: u64,
     /// Incidents delivered at once by this instance.
     pub concurrency: usize,
+    /// A ticket being worked on is leased to one instance for this long, renewed
+    /// while the work goes on; after a crash another instance takes over once
+    /// it runs out.
+    pub lease_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +52,7 @@ impl Default for WorkerConfig {
             reclaim_after_ms: 15_000,
             poll_interval_ms: 30_000,
             concurrency: 16,
+            lease_ms: 15_000,
         }
     }
 }
@@ -121,7 +124,11 @@ impl Worker {
         let reclaim_after = Duration::from_millis(self.config.reclaim_after_ms);
         let mut last_reclaim: Option<Instant> = None;
         loop {
-            let mut entries = match self.store.outbox_read(&self.consumer, READ_BATCH, Duration::from_secs(1)).await {
+            let mut entries = match self
+                .store
+                .outbox_read(&self.consumer, READ_BATCH, Duration::from_secs(1))
+                .await
+            {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox read failed; retrying");
@@ -131,7 +138,11 @@ impl Worker {
             };
             if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_after / 2) {
                 last_reclaim = Some(Instant::now());
-                match self.store.outbox_reclaim(&self.consumer, reclaim_after, READ_BATCH).await {
+                match self
+                    .store
+                    .outbox_reclaim(&self.consumer, reclaim_after, READ_BATCH)
+                    .await
+                {
                     Ok(mut claimed) => entries.append(&mut claimed),
                     Err(e) => tracing::warn!(error = %e, "outbox reclaim failed"),
                 }
@@ -145,7 +156,10 @@ impl Worker {
                 tokio::spawn(async move {
                     let _permit = permit;
                     if worker.handle(&entry).await
-                        && let Err(e) = worker.store.outbox_ack(std::slice::from_ref(&entry.entry_id)).await
+                        && let Err(e) = worker
+                            .store
+                            .outbox_ack(std::slice::from_ref(&entry.entry_id))
+                            .await
                     {
                         tracing::warn!(error = %e, "outbox ack failed; the entry will be delivered again");
                     }
@@ -157,9 +171,9 @@ impl Worker {
     async fn update_depth(&self) {
         if let Ok(stats) = self.store.outbox_stats().await {
             self.metrics.outbox_depth.set(stats.depth as i64);
-            let age = stats
-                .oldest
-                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            let age = stats.oldest.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
             self.metrics.outbox_oldest_age.set(age);
         }
     }
@@ -184,16 +198,30 @@ impl Worker {
         let mut done = true;
         for name in &inc.route {
             let Some((built, target)) = self.adapters.get(name) else {
-                self.metrics.deliveries.with_label_values(&[name, "unknown_adapter"]).inc();
-                if self.unknown.lock().is_ok_and(|mut u| u.insert(name.clone())) {
+                self.metrics
+                    .deliveries
+                    .with_label_values(&[name, "unknown_adapter"])
+                    .inc();
+                if self
+                    .unknown
+                    .lock()
+                    .is_ok_and(|mut u| u.insert(name.clone()))
+                {
                     tracing::warn!(adapter = %name, "rules route incidents to an adapter that is not configured; skipping it");
                 }
                 continue;
             };
             match self.sync(&inc.id, built, target).await {
-                Ok(()) => self.metrics.deliveries.with_label_values(&[name, "delivered"]).inc(),
+                Ok(()) => self
+                    .metrics
+                    .deliveries
+                    .with_label_values(&[name, "delivered"])
+                    .inc(),
                 Err(SyncError::Delivery(DeliveryError::Permanent { reason, status })) => {
-                    self.metrics.deliveries.with_label_values(&[name, "dead_letter"]).inc();
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[name, "dead_letter"])
+                        .inc();
                     self.metrics.dead_letters.with_label_values(&[name]).inc();
                     tracing::error!(adapter = %name, incident = %inc.id, error = %reason, "delivery failed permanently; dead-lettered");
                     let dead = DeadLetter {
@@ -209,7 +237,10 @@ impl Worker {
                     }
                 }
                 Err(SyncError::Delivery(DeliveryError::Transient { reason, .. })) => {
-                    self.metrics.deliveries.with_label_values(&[name, "retry_later"]).inc();
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[name, "retry_later"])
+                        .inc();
                     tracing::warn!(adapter = %name, incident = %inc.id, error = %reason, "delivery will be retried");
                     done = false;
                 }
@@ -228,10 +259,22 @@ impl Worker {
 
     async fn sync(&self, id: &str, built: &Built, target: &Target) -> Result<(), SyncError> {
         let lease = format!("{id}:{}", built.name);
-        if !self.store.try_lease(&lease, &self.consumer, LEASE_TTL).await? {
+        let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+        if !self.store.try_lease(&lease, &self.consumer, ttl).await? {
             return Err(SyncError::Busy);
         }
+        // Keep the lease while the (possibly long, retrying) sync runs.
+        let renew = {
+            let (store, lease, owner) = (self.store.clone(), lease.clone(), self.consumer.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let _ = store.try_lease(&lease, &owner, ttl).await;
+                }
+            })
+        };
         let result = self.sync_rounds(id, built, target).await;
+        renew.abort();
         // An unreleased lease expires by itself; failing to release is harmless.
         let _ = self.store.release_lease(&lease, &self.consumer).await;
         result
@@ -242,7 +285,11 @@ impl Worker {
             let Some(inc) = self.store.get_incident(id).await? else {
                 return Ok(());
             };
-            let mut st = self.store.get_sync(id, &built.name).await?.unwrap_or_default();
+            let mut st = self
+                .store
+                .get_sync(id, &built.name)
+                .await?
+                .unwrap_or_default();
             if st.version >= inc.version {
                 return Ok(());
             }
@@ -252,7 +299,13 @@ impl Worker {
     }
 
     /// Brings one ticket in line with `inc`, persisting after each side effect.
-    async fn step(&self, inc: &Incident, st: &mut SyncState, built: &Built, target: &Target) -> Result<(), SyncError> {
+    async fn step(
+        &self,
+        inc: &Incident,
+        st: &mut SyncState,
+        built: &Built,
+        target: &Target,
+    ) -> Result<(), SyncError> {
         let adapter = &built.adapter;
         let total = inc.timeline_dropped + inc.timeline.len() as u64;
         let ext: ExternalRef = match &st.external {
@@ -277,9 +330,17 @@ impl Worker {
                 st.remote = Some(TicketState::Open);
                 // A ticket found again may predate later changes: update it next round.
                 st.timeline_synced = if found { 0 } else { total };
-                st.fields_digest = if found { String::new() } else { fields_digest(inc) };
+                st.fields_digest = if found {
+                    String::new()
+                } else {
+                    fields_digest(inc)
+                };
                 self.store.put_sync(&inc.id, &built.name, st).await?;
-                if let Err(e) = self.engine.set_external_ref(&inc.id, &built.name, &ext).await {
+                if let Err(e) = self
+                    .engine
+                    .set_external_ref(&inc.id, &built.name, &ext)
+                    .await
+                {
                     tracing::warn!(incident = %inc.id, error = %e, "could not record the external reference on the incident");
                 }
                 if found {
@@ -303,7 +364,12 @@ impl Worker {
     /// in the ITSM to the incidents.
     pub async fn poll_remote(&self) -> Result<(), StoreError> {
         let mut incidents = Vec::new();
-        for state in [IncidentState::New, IncidentState::InProgress, IncidentState::Reopened, IncidentState::Resolved] {
+        for state in [
+            IncidentState::New,
+            IncidentState::InProgress,
+            IncidentState::Reopened,
+            IncidentState::Resolved,
+        ] {
             incidents.extend(
                 self.store
                     .list_incidents(&IncidentQuery {
@@ -337,8 +403,15 @@ impl Worker {
                     continue;
                 }
                 // Somebody changed the ticket in the ITSM.
-                let who = remote.changed_by.clone().unwrap_or_else(|| "someone".into());
-                match self.engine.apply_remote(&inc.id, name, remote.state, &who, Utc::now()).await {
+                let who = remote
+                    .changed_by
+                    .clone()
+                    .unwrap_or_else(|| "someone".into());
+                match self
+                    .engine
+                    .apply_remote(&inc.id, name, remote.state, &who, Utc::now())
+                    .await
+                {
                     Ok(updated) => {
                         st.remote = Some(remote.state);
                         // The incident changed because of the ticket: nothing to send back.
@@ -347,7 +420,9 @@ impl Worker {
                         }
                         self.store.put_sync(&inc.id, name, &st).await?;
                     }
-                    Err(e) => tracing::warn!(incident = %inc.id, error = %e, "could not apply the ticket's change"),
+                    Err(e) => {
+                        tracing::warn!(incident = %inc.id, error = %e, "could not apply the ticket's change")
+                    }
                 }
             }
         }
@@ -356,7 +431,8 @@ impl Worker {
 
     /// Polls tickets until the task is dropped.
     pub async fn run_poller(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms.max(100)));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
