@@ -14,6 +14,8 @@
 //! so a crash at any point resumes without a second ticket.
 
 pub mod delivery;
+pub mod opsgenie;
+pub mod pagerduty;
 pub mod text;
 pub mod webhook;
 
@@ -123,6 +125,8 @@ pub trait Adapter: Send + Sync {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AdapterConfig {
     Webhook(webhook::Config),
+    Pagerduty(pagerduty::Config),
+    Opsgenie(opsgenie::Config),
 }
 
 /// One configured adapter, ready to deliver.
@@ -147,11 +151,20 @@ impl AdapterConfig {
     /// Validates one adapter's block; `None` (with problems recorded) when invalid.
     pub fn build(&self, name: &str, base_dir: &Path, p: &mut Problems<'_>) -> Option<Built> {
         let key = format!("adapters.{name}");
-        let (adapter, delivery): (Option<Arc<dyn Adapter>>, &DeliveryConfig) = match self {
-            AdapterConfig::Webhook(c) => (
-                c.build(&key, base_dir, p).map(|a| Arc::new(a) as _),
-                &c.delivery,
-            ),
+        // Every adapter config has `build` and `delivery`; one arm per adapter.
+        macro_rules! built {
+            ($c:expr) => {
+                (
+                    $c.build(&key, base_dir, p)
+                        .map(|a| Arc::new(a) as Arc<dyn Adapter>),
+                    &$c.delivery,
+                )
+            };
+        }
+        let (adapter, delivery) = match self {
+            AdapterConfig::Webhook(c) => built!(c),
+            AdapterConfig::Pagerduty(c) => built!(c),
+            AdapterConfig::Opsgenie(c) => built!(c),
         };
         delivery.validate(&format!("{key}.delivery"), p);
         Some(Built {

@@ -1,0 +1,363 @@
+//! `incidentd-load`: drives a running incidentd (or, for comparison, a
+//! Prometheus Alertmanager) with a realistic alert stream and reports throughput,
+//! latency and the target's memory.
+//!
+//! The stream: `--distinct` alert identities spread over services and
+//! instances; each send is a repeat of an alert already sent (`--dup-ratio`), a
+//! resolve (`--resolve-ratio`), or a new firing alert; every `--storm-every-s`
+//! seconds a burst of `--storm-size` new alerts of one service arrives at once.
+//! It runs at `--rate` alerts/s, or flat out with `--rate 0`.
+//!
+//! Latency is send → 2xx. incidentd answers 2xx only after the alerts, the
+//! incident changes and their outbox entries are committed, so it bounds the
+//! alert → outbox-entry latency from above.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    /// incidentd's Alertmanager webhook endpoint.
+    Incidentd,
+    /// Alertmanager's own `POST /api/v2/alerts`.
+    Alertmanager,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "incidentd-load",
+    version,
+    about = "Load generator for incidentd (and Alertmanager, side by side)."
+)]
+struct Args {
+    /// Base URL of the target, e.g. http://127.0.0.1:9797
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "incidentd")]
+    kind: Kind,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Alerts per second; 0 runs flat out.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Alerts per request.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    #[arg(long, default_value_t = 20_000)]
+    distinct: u64,
+    #[arg(long, default_value_t = 0.5)]
+    dup_ratio: f64,
+    #[arg(long, default_value_t = 0.05)]
+    resolve_ratio: f64,
+    #[arg(long, default_value_t = 5)]
+    storm_every_s: u64,
+    #[arg(long, default_value_t = 500)]
+    storm_size: u64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// PID of the target, to sample its RSS every second.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kind: Kind,
+    seconds: f64,
+    alerts_sent: u64,
+    alerts_per_s: f64,
+    requests: u64,
+    errors: u64,
+    latency_ms: Percentiles,
+    rss_kib: Vec<u64>,
+}
+
+#[derive(Serialize, Default)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// The alert stream: which alert to send next.
+struct Stream {
+    rng: fastrand::Rng,
+    sent: u64,
+    distinct: u64,
+    dup_ratio: f64,
+    resolve_ratio: f64,
+}
+
+impl Stream {
+    /// (alert number, firing?)
+    fn next(&mut self) -> (u64, bool) {
+        let seen = self.sent.min(self.distinct);
+        let roll = self.rng.f64();
+        if seen > 0 && roll < self.resolve_ratio {
+            return (self.rng.u64(0..seen), false);
+        }
+        if seen > 0 && (roll < self.resolve_ratio + self.dup_ratio || self.sent >= self.distinct) {
+            return (self.rng.u64(0..seen), true);
+        }
+        self.sent += 1;
+        (self.sent - 1, true)
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.sent += 1;
+        self.sent - 1
+    }
+}
+
+const NAMES: [&str; 4] = [
+    "TargetDown",
+    "HighLatency",
+    "DiskFilling",
+    "ErrorBudgetBurn",
+];
+
+fn labels(n: u64) -> Value {
+    let name = NAMES[(n % 4) as usize];
+    json!({
+        "alertname": name,
+        "service": format!("svc-{}", (n / 4) % 200),
+        "instance": format!("10.{}.{}.{}:9100", n / 65_536 % 256, n / 256 % 256, n % 256),
+        "cluster": "eu1",
+        "severity": if n.is_multiple_of(3) { "critical" } else { "warning" },
+        "team": format!("team-{}", n % 7),
+    })
+}
+
+fn body(kind: Kind, alerts: &[(u64, bool)], starts: &str, now: &str) -> Value {
+    match kind {
+        Kind::Incidentd => json!({
+            "version": "4", "status": "firing", "receiver": "load",
+            "alerts": alerts.iter().map(|(n, firing)| json!({
+                "status": if *firing { "firing" } else { "resolved" },
+                "labels": labels(*n),
+                "annotations": {"summary": "load test alert"},
+                "startsAt": starts,
+                "endsAt": if *firing { "0001-01-01T00:00:00Z" } else { now },
+                "generatorURL": "http://prometheus:9090/graph",
+            })).collect::<Vec<_>>(),
+        }),
+        Kind::Alertmanager => Value::Array(
+            alerts
+                .iter()
+                .map(|(n, firing)| {
+                    let mut a = json!({
+                        "labels": labels(*n),
+                        "annotations": {"summary": "load test alert"},
+                        "startsAt": starts,
+                        "generatorURL": "http://prometheus:9090/graph",
+                    });
+                    if !*firing {
+                        a["endsAt"] = json!(now);
+                    }
+                    a
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    incidentd::adapters::delivery::install_tls_provider();
+    let client = match reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("HTTP client: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let url = match args.kind {
+        Kind::Incidentd => format!(
+            "{}/api/v1/alerts/alertmanager",
+            args.url.trim_end_matches('/')
+        ),
+        Kind::Alertmanager => format!("{}/api/v2/alerts", args.url.trim_end_matches('/')),
+    };
+    let stream = Arc::new(Mutex::new(Stream {
+        rng: fastrand::Rng::with_seed(args.seed),
+        sent: 0,
+        distinct: args.distinct,
+        dup_ratio: args.dup_ratio,
+        resolve_ratio: args.resolve_ratio,
+    }));
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let (sent, errors, requests) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let slot = Arc::new(AtomicU64::new(0));
+    let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let last_storm = Arc::new(AtomicU64::new(0));
+
+    let rss = Arc::new(Mutex::new(Vec::new()));
+    let sampler = args.pid.map(|pid| {
+        let rss = rss.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(k) = rss_kib(pid) {
+                    rss.lock().await.push(k);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    });
+
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, url, stream, latencies) = (
+            client.clone(),
+            url.clone(),
+            stream.clone(),
+            latencies.clone(),
+        );
+        let (sent, errors, requests, slot, last_storm) = (
+            sent.clone(),
+            errors.clone(),
+            requests.clone(),
+            slot.clone(),
+            last_storm.clone(),
+        );
+        let (args, starts) = (args.clone(), starts.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                if args.rate > 0 {
+                    // Each request takes the next slot of the schedule.
+                    let n = slot.fetch_add(1, Ordering::Relaxed);
+                    let at = started
+                        + Duration::from_secs_f64(n as f64 * args.batch as f64 / args.rate as f64);
+                    if at >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let elapsed_s = started.elapsed().as_secs();
+                let alerts: Vec<(u64, bool)> = {
+                    let mut s = stream.lock().await;
+                    let storm_due = args.storm_every_s > 0
+                        && elapsed_s / args.storm_every_s > last_storm.load(Ordering::Relaxed);
+                    if storm_due {
+                        last_storm.store(elapsed_s / args.storm_every_s, Ordering::Relaxed);
+                        (0..args.storm_size).map(|_| (s.fresh(), true)).collect()
+                    } else {
+                        (0..args.batch).map(|_| s.next()).collect()
+                    }
+                };
+                let now_s = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                for chunk in alerts.chunks(args.batch.max(1)) {
+                    let payload = body(args.kind, chunk, &starts, &now_s);
+                    let t = Instant::now();
+                    let ok = client
+                        .post(&url)
+                        .json(&payload)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    let us = t.elapsed().as_micros() as u64;
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    if ok {
+                        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        latencies.lock().await.push(us);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    if let Some(s) = sampler {
+        s.abort();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().await.clone();
+    lat.sort_unstable();
+    let alerts_sent = sent.load(Ordering::Relaxed);
+    let report = Report {
+        kind: args.kind,
+        seconds: elapsed,
+        alerts_sent,
+        alerts_per_s: alerts_sent as f64 / elapsed,
+        requests: requests.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        latency_ms: Percentiles {
+            p50: percentile(&lat, 0.50),
+            p99: percentile(&lat, 0.99),
+            max: percentile(&lat, 1.0),
+        },
+        rss_kib: rss.lock().await.clone(),
+    };
+    let rss_line = match (report.rss_kib.first(), report.rss_kib.last()) {
+        (Some(a), Some(b)) => format!("{a} → {b} KiB"),
+        _ => "-".into(),
+    };
+    println!("| target | alerts/s | p50 ms | p99 ms | max ms | errors | RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {:?} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        report.kind,
+        report.alerts_per_s,
+        report.latency_ms.p50,
+        report.latency_ms.p99,
+        report.latency_ms.max,
+        report.errors,
+        rss_line
+    );
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        eprintln!("cannot write {}: {e}", path.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
