@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust.
 #
-# Installs redis-server if it is missing (apt-get), starts a private one on a
-# free loopback port, runs every test against it, and stops it again, whatever
-# the outcome. Extra arguments go to `cargo test`.
+# Installs redis-server and Request Tracker 5 if they are missing (apt-get),
+# starts private ones on free loopback ports, runs every test against them, and
+# stops them again, whatever the outcome. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,9 +36,11 @@ workdir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" \
   --logfile "$workdir/redis.log" &
 redis_pid=$!
+rt_work="$workdir/rt"
 cleanup() {
   kill "$redis_pid" 2>/dev/null || true
   wait "$redis_pid" 2>/dev/null || true
+  scripts/rt-server.sh stop "$rt_work" >/dev/null 2>&1 || true
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -50,6 +52,12 @@ done
 echo "test.sh: redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$port"
 
 export INCIDENTD_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+
+# A real Request Tracker for the rt adapter's end-to-end tests.
+rt_port=$(free_port)
+RT_SERVER_WATCH_PID=$$ scripts/rt-server.sh start "$rt_port" "$rt_work"
+export INCIDENTD_TEST_RT_URL="http://127.0.0.1:$rt_port" INCIDENTD_TEST_RT_USER=root \
+  INCIDENTD_TEST_RT_PASSWORD=password INCIDENTD_TEST_RT_TOKEN_FILE="$rt_work/root.token"
 cargo test --locked --all-targets "$@"
 # Doc tests are not part of --all-targets.
 cargo test --locked --doc

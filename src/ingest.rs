@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alert::Alert;
-use crate::incident::engine::Engine;
+use crate::incident::engine::{Engine, Item};
 use crate::metrics::Metrics;
 use crate::rules::{Action, Decision};
 use crate::store::{Outcome, StoreError};
@@ -74,9 +74,9 @@ impl Ingestor {
             kept.push(alert);
             decisions.push(d);
         }
-        let outcomes = self.engine.store().record_alerts(&kept, now).await?;
-        for outcome in &outcomes {
-            match outcome {
+        let recorded = self.engine.store().record_alerts(&kept, now).await?;
+        for r in &recorded {
+            match r.outcome {
                 Outcome::New => summary.new += 1,
                 Outcome::Duplicate { .. } => summary.duplicates += 1,
                 Outcome::Transition { .. } => summary.transitions += 1,
@@ -96,9 +96,18 @@ impl Ingestor {
                     .inc_by(n as u64);
             }
         }
-        for ((alert, d), outcome) in kept.iter().zip(&decisions).zip(outcomes) {
-            self.engine.process(&rules, alert, d, outcome, now).await?;
-        }
+        let items: Vec<Item<'_>> = kept
+            .iter()
+            .zip(&decisions)
+            .zip(&recorded)
+            .map(|((alert, decisions), r)| Item {
+                alert,
+                decisions,
+                outcome: r.outcome,
+                previous: r.previous.as_ref(),
+            })
+            .collect();
+        self.engine.process_batch(&rules, &items, now).await?;
         Ok(summary)
     }
 }

@@ -11,7 +11,18 @@ use chrono::{DateTime, TimeZone, Utc};
 use incidentd::alert::{Alert, Status, label_fingerprint};
 use incidentd::store::memory::MemoryStore;
 use incidentd::store::redis::{RedisOptions, RedisStore};
-use incidentd::store::{AlertQuery, Outcome, SharedStore};
+use incidentd::store::{AlertQuery, Outcome, Recorded, SharedStore};
+
+/// The outcomes of a recorded batch, for comparing.
+trait Outcomes {
+    fn outcomes(self) -> Vec<Outcome>;
+}
+
+impl Outcomes for Vec<Recorded> {
+    fn outcomes(self) -> Vec<Outcome> {
+        self.into_iter().map(|r| r.outcome).collect()
+    }
+}
 
 /// Times relative to the test's start: retention runs on the wall clock.
 fn t(secs: i64) -> DateTime<Utc> {
@@ -91,13 +102,15 @@ both_stores!(
         assert_eq!(
             s.record_alerts(std::slice::from_ref(&a), t(1))
                 .await
-                .unwrap(),
+                .unwrap()
+                .outcomes(),
             vec![Outcome::New]
         );
         assert_eq!(
             s.record_alerts(std::slice::from_ref(&a), t(5))
                 .await
-                .unwrap(),
+                .unwrap()
+                .outcomes(),
             vec![Outcome::Duplicate { count: 2 }]
         );
         let listed = all(&s).await;
@@ -121,14 +134,17 @@ both_stores!(
             .await
             .unwrap();
         assert_eq!(
-            s.record_alerts(&[resolved], t(50)).await.unwrap(),
+            s.record_alerts(&[resolved], t(50))
+                .await
+                .unwrap()
+                .outcomes(),
             vec![Outcome::Transition {
                 from: Status::Firing,
                 to: Status::Resolved
             }]
         );
         assert_eq!(
-            s.record_alerts(&[refire], t(100)).await.unwrap(),
+            s.record_alerts(&[refire], t(100)).await.unwrap().outcomes(),
             vec![Outcome::Transition {
                 from: Status::Resolved,
                 to: Status::Firing
@@ -155,7 +171,8 @@ both_stores!(
         assert_eq!(
             s.record_alerts(&[alert("A", Status::Firing, 0)], t(3))
                 .await
-                .unwrap(),
+                .unwrap()
+                .outcomes(),
             vec![Outcome::Stale]
         );
         assert_eq!(all(&s).await[0].status, Status::Resolved);
@@ -173,7 +190,8 @@ both_stores!(
         let out = s
             .record_alerts(&[b.clone(), a.clone(), b], t(2))
             .await
-            .unwrap();
+            .unwrap()
+            .outcomes();
         assert_eq!(
             out,
             vec![
@@ -296,8 +314,9 @@ async fn two_redis_stores_on_one_prefix_share_state_and_counts_add_up() {
     );
     let news = r1
         .unwrap()
+        .outcomes()
         .into_iter()
-        .chain(r2.unwrap())
+        .chain(r2.unwrap().outcomes())
         .filter(|o| *o == Outcome::New)
         .count();
     assert_eq!(

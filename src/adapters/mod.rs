@@ -14,8 +14,11 @@
 //! so a crash at any point resumes without a second ticket.
 
 pub mod delivery;
+pub mod jira;
 pub mod opsgenie;
 pub mod pagerduty;
+pub mod rt;
+pub mod servicenow;
 pub mod text;
 pub mod webhook;
 
@@ -125,8 +128,11 @@ pub trait Adapter: Send + Sync {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AdapterConfig {
     Webhook(webhook::Config),
+    Servicenow(servicenow::Config),
+    Jira(jira::Config),
     Pagerduty(pagerduty::Config),
     Opsgenie(opsgenie::Config),
+    Rt(rt::Config),
 }
 
 /// One configured adapter, ready to deliver.
@@ -163,8 +169,11 @@ impl AdapterConfig {
         }
         let (adapter, delivery) = match self {
             AdapterConfig::Webhook(c) => built!(c),
+            AdapterConfig::Servicenow(c) => built!(c),
+            AdapterConfig::Jira(c) => built!(c),
             AdapterConfig::Pagerduty(c) => built!(c),
             AdapterConfig::Opsgenie(c) => built!(c),
+            AdapterConfig::Rt(c) => built!(c),
         };
         delivery.validate(&format!("{key}.delivery"), p);
         Some(Built {

@@ -6,7 +6,10 @@
 //! again. That is how two daemon instances receiving the same storm open one
 //! incident per correlation key.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use futures_util::StreamExt;
 
 use chrono::{DateTime, Utc};
 
@@ -21,6 +24,12 @@ use crate::store::{Explain, ExplainRule, IncidentCommit, Outcome, SharedStore, S
 const MAX_ATTEMPTS: u32 = 32;
 /// Upper bound of the random pause before a retry.
 const MAX_BACKOFF_MS: u64 = 50;
+/// Correlation groups of one batch written at once.
+const GROUP_CONCURRENCY: usize = 16;
+/// A repeat of an alert whose processing is more recent than this, and whose
+/// rules have not changed since, is not processed again: repeats are the bulk
+/// of a storm and change nothing but the incident's activity time.
+const REPEAT_REFRESH_S: i64 = 30;
 /// Due timers and released alerts handled per tick.
 const TICK_BATCH: usize = 256;
 
@@ -39,6 +48,38 @@ pub struct Engine {
     after_manual_close: lifecycle::AfterManualClose,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
+}
+
+/// One recorded alert of a batch, with its rules' decisions.
+pub struct Item<'a> {
+    pub alert: &'a Alert,
+    pub decisions: &'a [Decision],
+    pub outcome: Outcome,
+    /// Its explanation from the last time it was processed (repeats only).
+    pub previous: Option<&'a Explain>,
+}
+
+/// Alerts of a batch with one rule and correlation key: (item, explain entry).
+struct Group {
+    rule: Arc<str>,
+    spec: Arc<IncidentSpec>,
+    key: String,
+    members: Vec<(usize, usize)>,
+}
+
+/// A repeat processed recently under the same rules, into incidents, needs no
+/// processing now.
+fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
+    let (Outcome::Duplicate { .. }, Some(prev)) = (item.outcome, item.previous) else {
+        return false;
+    };
+    (now - prev.at).num_seconds() < REPEAT_REFRESH_S
+        && prev.rules.len() == item.decisions.len()
+        && prev
+            .rules
+            .iter()
+            .zip(item.decisions)
+            .all(|(e, d)| e.rule == *d.rule && (e.action != "incident" || e.incident_id.is_some()))
 }
 
 /// What correlating one alert did, for the explanation.
@@ -117,93 +158,140 @@ impl Engine {
         }
     }
 
-    /// Takes one recorded alert through its rules' decisions.
-    pub async fn process(
+    /// Takes a recorded batch through its rules' decisions: alerts are grouped
+    /// by (rule, correlation key), each group is read and written once per
+    /// incident it touches, groups run concurrently, and the explanations are
+    /// written in one round trip.
+    pub async fn process_batch(
         &self,
         rules: &RuleSet,
-        alert: &Alert,
-        decisions: &[Decision],
-        outcome: Outcome,
+        items: &[Item<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if outcome == Outcome::Stale {
-            return Ok(());
-        }
-        let maintenance = rules.maintenance_at(alert, now);
-        let mut explained: Vec<ExplainRule> = Vec::with_capacity(decisions.len());
-        for d in decisions {
-            let (action, key, incident_id, result) = match &d.action {
-                Action::Drop => ("drop", None, None, "dropped".to_string()),
-                Action::Suppress => (
-                    "suppress",
-                    None,
-                    None,
-                    "suppressed: state kept, no incident".to_string(),
-                ),
-                Action::Incident(spec) => {
-                    let key = spec.correlation_key(&d.rule, alert);
-                    match &maintenance {
-                        Some(hit) if alert.status == Status::Firing => {
-                            self.store
-                                .hold_alert(&alert.fingerprint, hit.ends_at)
-                                .await?;
-                            self.metrics.alerts_in_maintenance.inc();
-                            let result = format!(
-                                "in maintenance window {} until {}: no incident unless still firing then",
-                                hit.name,
-                                hit.ends_at.to_rfc3339()
-                            );
-                            ("incident", Some(key), None, result)
+        // Per alert: its explanation entries, some waiting for a group's result.
+        let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if item.outcome == Outcome::Stale || still_explained(item, now) {
+                continue;
+            }
+            let alert = item.alert;
+            let maintenance = rules.maintenance_at(alert, now);
+            let mut entries = Vec::with_capacity(item.decisions.len());
+            for d in item.decisions {
+                let (action, key, result) = match &d.action {
+                    Action::Drop => ("drop", None, "dropped".to_string()),
+                    Action::Suppress => (
+                        "suppress",
+                        None,
+                        "suppressed: state kept, no incident".to_string(),
+                    ),
+                    Action::Incident(spec) => {
+                        let key = spec.correlation_key(&d.rule, alert);
+                        match &maintenance {
+                            Some(hit) if alert.status == Status::Firing => {
+                                self.store
+                                    .hold_alert(&alert.fingerprint, hit.ends_at)
+                                    .await?;
+                                self.metrics.alerts_in_maintenance.inc();
+                                let result = format!(
+                                    "in maintenance window {} until {}: no incident unless still firing then",
+                                    hit.name,
+                                    hit.ends_at.to_rfc3339()
+                                );
+                                ("incident", Some(key), result)
+                            }
+                            _ => {
+                                let g = *group_of
+                                    .entry((d.rule.clone(), key.clone()))
+                                    .or_insert_with(|| {
+                                        groups.push(Group {
+                                            rule: d.rule.clone(),
+                                            spec: spec.clone(),
+                                            key: key.clone(),
+                                            members: Vec::new(),
+                                        });
+                                        groups.len() - 1
+                                    });
+                                groups[g].members.push((i, entries.len()));
+                                ("incident", Some(key), String::new())
+                            }
                         }
-                        _ => match self.correlate(&d.rule, spec, &key, alert, now).await? {
-                            Correlated::Nothing => (
-                                "incident",
-                                Some(key),
-                                None,
-                                "no open incident for this resolved alert".to_string(),
-                            ),
-                            Correlated::Opened(id) => (
-                                "incident",
-                                Some(key),
-                                Some(id.clone()),
-                                format!("opened incident {id}"),
-                            ),
-                            Correlated::Joined(id, state) => (
-                                "incident",
-                                Some(key),
-                                Some(id.clone()),
-                                format!("correlated into incident {id} (now {})", state.as_str()),
-                            ),
-                        },
                     }
+                };
+                entries.push(ExplainRule {
+                    rule: d.rule.to_string(),
+                    action: action.to_string(),
+                    correlation_key: key,
+                    incident_id: None,
+                    result,
+                });
+            }
+            explained[i] = Some(entries);
+        }
+
+        let work: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let alerts: Vec<&Alert> = g.members.iter().map(|(i, _)| items[*i].alert).collect();
+                self.correlate_group(&g.rule, &g.spec, &g.key, alerts, now)
+            })
+            .collect();
+        let results: Vec<Result<Vec<Correlated>, StoreError>> = futures_util::stream::iter(work)
+            .buffered(GROUP_CONCURRENCY)
+            .collect()
+            .await;
+        for (g, result) in groups.iter().zip(results) {
+            for (&(i, slot), outcome) in g.members.iter().zip(result?) {
+                if let Some(entry) = explained[i].as_mut().and_then(|e| e.get_mut(slot)) {
+                    let (id, result) = match outcome {
+                        Correlated::Nothing => {
+                            (None, "no open incident for this resolved alert".to_string())
+                        }
+                        Correlated::Opened(id) => {
+                            (Some(id.clone()), format!("opened incident {id}"))
+                        }
+                        Correlated::Joined(id, state) => (
+                            Some(id.clone()),
+                            format!("correlated into incident {id} (now {})", state.as_str()),
+                        ),
+                    };
+                    entry.incident_id = id;
+                    entry.result = result;
                 }
+            }
+        }
+
+        let mut writes = Vec::new();
+        for (item, entries) in items.iter().zip(explained) {
+            let Some(entries) = entries else {
+                continue;
             };
-            explained.push(ExplainRule {
-                rule: d.rule.to_string(),
-                action: action.to_string(),
-                correlation_key: key,
-                incident_id,
-                result,
-            });
+            if item.alert.status == Status::Resolved {
+                self.resolve_elsewhere(item.alert, &entries, now).await?;
+            }
+            let summary = match entries.first() {
+                None => "no rule matched".to_string(),
+                Some(first) if entries.len() == 1 => {
+                    format!("rule {}: {}", first.rule, first.result)
+                }
+                Some(_) => entries
+                    .iter()
+                    .map(|e| format!("rule {}: {}", e.rule, e.result))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            writes.push((
+                item.alert.fingerprint.clone(),
+                Explain {
+                    at: now,
+                    summary,
+                    rules: entries,
+                },
+            ));
         }
-        if alert.status == Status::Resolved {
-            self.resolve_elsewhere(alert, &explained, now).await?;
-        }
-        let summary = match explained.first() {
-            None => "no rule matched".to_string(),
-            Some(first) if explained.len() == 1 => format!("rule {}: {}", first.rule, first.result),
-            Some(_) => explained
-                .iter()
-                .map(|e| format!("rule {}: {}", e.rule, e.result))
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
-        let explain = Explain {
-            at: now,
-            summary,
-            rules: explained,
-        };
-        self.store.set_explain(&alert.fingerprint, &explain).await
+        self.store.set_explains(&writes).await
     }
 
     /// A resolved alert also resolves in the incidents it joined under rules it
@@ -232,58 +320,103 @@ impl Engine {
         Ok(())
     }
 
-    async fn correlate(
+    /// Applies a group of alerts (one rule, one correlation key, in arrival
+    /// order) to the incidents they belong to, reading once and writing each
+    /// touched incident once; retried from the start on a conflict.
+    async fn correlate_group(
         &self,
         rule: &str,
         spec: &IncidentSpec,
         key: &str,
-        alert: &Alert,
+        alerts: Vec<&Alert>,
         now: DateTime<Utc>,
-    ) -> Result<Correlated, StoreError> {
-        for attempt in 0..MAX_ATTEMPTS {
-            let found = self
-                .store
-                .find_incident(rule, key, &alert.fingerprint)
-                .await?;
-            let before = found.incident.clone();
-            let expected = before.as_ref().map_or(0, |i| i.version);
-            let step = lifecycle::on_alert(
-                found.incident,
-                rule,
-                spec,
-                key,
-                alert,
-                now,
-                self.after_manual_close,
-                new_id,
-            );
-            let (mut inc, created) = match step {
-                Step::Nothing => return Ok(Correlated::Nothing),
-                Step::Create(inc) => (*inc, true),
-                Step::Update(inc) => (*inc, false),
-            };
-            if !created && before.as_ref() == Some(&inc) {
-                return Ok(Correlated::Joined(inc.id, inc.state));
-            }
-            inc.version = if created { 1 } else { expected + 1 };
-            let event = change_event(before.as_ref(), &inc);
-            let commit = IncidentCommit {
-                incident: &inc,
-                expected_version: if created { 0 } else { expected },
-                bind: created.then_some((key, found.slot.as_deref())),
-                member: Some((rule, alert.fingerprint.as_str())),
-                due: lifecycle::next_due(&inc),
-                outbox_event: event.filter(|_| !inc.route.is_empty()),
-            };
-            if self.store.commit_incident(&commit).await? {
-                self.count_change(event);
-                return Ok(if created {
-                    Correlated::Opened(inc.id)
+    ) -> Result<Vec<Correlated>, StoreError> {
+        let fps: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+        'attempt: for attempt in 0..MAX_ATTEMPTS {
+            let found = self.store.find_incidents(rule, key, &fps).await?;
+            let mut current: HashMap<String, Incident> = found.incidents.clone();
+            let mut slot = found.slot.clone();
+            let mut created: Vec<String> = Vec::new();
+            let mut joined: HashMap<String, Vec<&str>> = HashMap::new();
+            let mut results = Vec::with_capacity(alerts.len());
+            for (alert, member) in alerts.iter().zip(&found.members) {
+                // The incident the alert already belongs to (unless closed), else
+                // the one the key points at now.
+                let target = member
+                    .as_ref()
+                    .filter(|id| {
+                        current
+                            .get(*id)
+                            .is_some_and(|i| i.state != IncidentState::Closed)
+                    })
+                    .or(slot.as_ref())
+                    .and_then(|id| current.get(id))
+                    .cloned();
+                let step = lifecycle::on_alert(
+                    target,
+                    rule,
+                    spec,
+                    key,
+                    alert,
+                    now,
+                    self.after_manual_close,
+                    new_id,
+                );
+                let (inc, opened) = match step {
+                    Step::Nothing => {
+                        results.push(Correlated::Nothing);
+                        continue;
+                    }
+                    Step::Create(inc) => (*inc, true),
+                    Step::Update(inc) => (*inc, false),
+                };
+                let id = inc.id.clone();
+                results.push(if opened {
+                    Correlated::Opened(id.clone())
                 } else {
-                    Correlated::Joined(inc.id, inc.state)
+                    Correlated::Joined(id.clone(), inc.state)
                 });
+                if opened {
+                    slot = Some(id.clone());
+                    created.push(id.clone());
+                }
+                joined
+                    .entry(id.clone())
+                    .or_default()
+                    .push(alert.fingerprint.as_str());
+                current.insert(id, inc);
             }
-            self.conflict(attempt).await;
+            for (id, fps) in &joined {
+                let before = found.incidents.get(id);
+                let Some(mut inc) = current.remove(id) else {
+                    continue;
+                };
+                if before == Some(&inc) {
+                    continue;
+                }
+                let expected = before.map_or(0, |b| b.version);
+                inc.version = expected + 1;
+                let event = change_event(before, &inc);
+                let members: Vec<(&str, &str)> = fps.iter().map(|fp| (rule, *fp)).collect();
+                // Only the newest incident opened here takes the key over.
+                let binds = created.last() == Some(id);
+                let commit = IncidentCommit {
+                    incident: &inc,
+                    expected_version: expected,
+                    bind: binds.then_some((key, found.slot.as_deref())),
+                    members: &members,
+                    due: lifecycle::next_due(&inc),
+                    outbox_event: event.filter(|_| !inc.route.is_empty()),
+                };
+                if !self.store.commit_incident(&commit).await? {
+                    // Somebody else changed one of them: read again and redo the
+                    // group; what was committed already is re-applied as a no-op.
+                    self.conflict(attempt).await;
+                    continue 'attempt;
+                }
+                self.count_change(event);
+            }
+            return Ok(results);
         }
         Err(StoreError::Unavailable(format!(
             "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
@@ -332,14 +465,15 @@ impl Engine {
             }
             let alert = state.to_alert();
             let decisions = rules.evaluate(&alert);
-            self.process(
-                &rules,
-                &alert,
-                &decisions,
-                Outcome::Duplicate { count: state.count },
-                released_at,
-            )
-            .await?;
+            let item = Item {
+                alert: &alert,
+                decisions: &decisions,
+                outcome: Outcome::Duplicate { count: state.count },
+                // Processed afresh: the window that held it has ended.
+                previous: None,
+            };
+            self.process_batch(&rules, std::slice::from_ref(&item), released_at)
+                .await?;
         }
         Ok(())
     }
@@ -373,7 +507,7 @@ impl Engine {
                 incident: &next,
                 expected_version: before.version,
                 bind: None,
-                member: None,
+                members: &[],
                 due,
                 outbox_event: event.filter(|_| !next.route.is_empty()),
             };

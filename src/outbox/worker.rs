@@ -87,7 +87,9 @@ pub struct Worker {
     config: WorkerConfig,
     /// Incidents this process is syncing now: a second entry for one of them
     /// is covered by the running sync, which re-reads before it finishes.
-    in_flight: Mutex<HashSet<String>>,
+    /// Incidents this process is syncing now, and whether another entry for
+    /// one arrived meanwhile (then its sync goes round once more).
+    in_flight: Mutex<HashMap<String, bool>>,
     /// Route names already warned about (not configured), to warn once each.
     unknown: Mutex<HashSet<String>>,
 }
@@ -112,7 +114,7 @@ impl Worker {
             consumer: format!("incidentd-{}", uuid::Uuid::now_v7().simple()),
             metrics,
             config,
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashSet::new()),
         })
     }
@@ -181,20 +183,41 @@ impl Worker {
     /// Delivers one entry to every adapter on its incident's route; `true` when
     /// the entry is done with (delivered, or dead-lettered).
     pub async fn handle(&self, entry: &OutboxEntry) -> bool {
-        let inc = match self.store.get_incident(&entry.incident_id).await {
+        let id = &entry.incident_id;
+        {
+            let Ok(mut running) = self.in_flight.lock() else {
+                return false;
+            };
+            if let Some(dirty) = running.get_mut(id) {
+                // The sync running here will go round once more for this entry.
+                *dirty = true;
+                return true;
+            }
+            running.insert(id.clone(), false);
+        }
+        loop {
+            let done = self.deliver(id).await;
+            let Ok(mut running) = self.in_flight.lock() else {
+                return false;
+            };
+            match running.get_mut(id) {
+                Some(dirty) if *dirty => *dirty = false,
+                _ => {
+                    running.remove(id);
+                    return done;
+                }
+            }
+        }
+    }
+
+    /// One pass over the incident's route.
+    async fn deliver(&self, id: &str) -> bool {
+        let inc = match self.store.get_incident(id).await {
             Ok(Some(inc)) => inc,
             // Gone (expired): nothing left to deliver.
             Ok(None) => return true,
             Err(_) => return false,
         };
-        {
-            let Ok(mut running) = self.in_flight.lock() else {
-                return false;
-            };
-            if !running.insert(inc.id.clone()) {
-                return true;
-            }
-        }
         let mut done = true;
         for name in &inc.route {
             let Some((built, target)) = self.adapters.get(name) else {
@@ -250,9 +273,6 @@ impl Worker {
                 }
                 Err(SyncError::Busy) => done = false,
             }
-        }
-        if let Ok(mut running) = self.in_flight.lock() {
-            running.remove(&inc.id);
         }
         done
     }
@@ -328,8 +348,10 @@ impl Worker {
                 };
                 st.external = Some(ext.clone());
                 st.remote = Some(TicketState::Open);
-                // A ticket found again may predate later changes: update it next round.
-                st.timeline_synced = if found { 0 } else { total };
+                // A ticket found again may predate later changes: its fields are
+                // updated next round. Its timeline is taken as delivered rather
+                // than posted again note by note.
+                st.timeline_synced = total;
                 st.fields_digest = if found {
                     String::new()
                 } else {
@@ -352,7 +374,14 @@ impl Worker {
         let want = TicketState::of(inc.state);
         if st.remote != Some(want) {
             adapter.transition(target, inc, &ext, want).await?;
-            st.remote = Some(want);
+            // What the vendor reports after the move is the baseline the
+            // read-back compares with (a reopened ServiceNow incident reads
+            // back as "in progress", say), so our own move is never mistaken
+            // for a person's.
+            st.remote = match adapter.fetch(target, &ext).await {
+                Ok(Some(read)) => Some(read.state),
+                _ => Some(want),
+            };
             self.store.put_sync(&inc.id, &built.name, st).await?;
         }
         st.version = inc.version;

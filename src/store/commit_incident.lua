@@ -1,13 +1,13 @@
 -- Writes one incident if nobody changed it since it was read (optimistic
--- concurrency), binding its correlation key and recording membership in the
--- same atomic step. All keys share the `{PREFIX}` hash tag, so this is legal on
--- Redis Cluster.
--- KEYS[1] incident hash      KEYS[2] correlation slot   KEYS[3] member key
--- KEYS[4] index zset (by updated time)                  KEYS[5] due zset
--- KEYS[6] outbox stream      KEYS[7] the member alert's set of incidents
+-- concurrency), binding its correlation key, recording its alerts' membership
+-- and appending its outbox entry in the same atomic step. All keys share the
+-- `{PREFIX}` hash tag, so this is legal on Redis Cluster.
+-- KEYS[1] incident hash   KEYS[2] correlation slot   KEYS[3] index zset (by update time)
+-- KEYS[4] due zset        KEYS[5] outbox stream
+-- KEYS[6..] per member alert: its member key, then its set of incidents
 -- ARGV[1] expected version ("0": new)   ARGV[2] new version   ARGV[3] incident JSON
 -- ARGV[4] id   ARGV[5] "1" to bind the slot   ARGV[6] expected slot id or ""
--- ARGV[7] "1" to record membership   ARGV[8] member ttl ms   ARGV[9] updated ms
+-- ARGV[7] number of member alerts   ARGV[8] member ttl ms   ARGV[9] updated ms
 -- ARGV[10] due ms or ""   ARGV[11] outbox event or ""
 -- Returns 1 when written, 0 on a conflict.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
@@ -22,18 +22,19 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[2], ARGV[4])
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[8])
-  redis.call('SADD', KEYS[7], ARGV[4])
-  redis.call('PEXPIRE', KEYS[7], ARGV[8])
+for i = 0, tonumber(ARGV[7]) - 1 do
+  local member, of_alert = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
+  redis.call('SET', member, ARGV[4], 'PX', ARGV[8])
+  redis.call('SADD', of_alert, ARGV[4])
+  redis.call('PEXPIRE', of_alert, ARGV[8])
 end
-redis.call('ZADD', KEYS[4], ARGV[9], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[9], ARGV[4])
 if ARGV[10] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[4])
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[4])
 else
-  redis.call('ZREM', KEYS[5], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
 end
 if ARGV[11] ~= '' then
-  redis.call('XADD', KEYS[6], '*', 'incident', ARGV[4], 'version', ARGV[2], 'event', ARGV[11])
+  redis.call('XADD', KEYS[5], '*', 'incident', ARGV[4], 'version', ARGV[2], 'event', ARGV[11])
 end
 return 1

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, SharedStore,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Recorded, SharedStore,
     StateStore, StoreError,
 };
 use crate::alert::Alert;
@@ -61,7 +61,7 @@ impl StateStore for Instrumented {
         &self,
         alerts: &[Alert],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Recorded>, StoreError> {
         timed!(self, "record_alerts", self.inner.record_alerts(alerts, now))
     }
 
@@ -73,24 +73,20 @@ impl StateStore for Instrumented {
         timed!(self, "get_alert", self.inner.get_alert(fingerprint))
     }
 
-    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
-        timed!(
-            self,
-            "set_explain",
-            self.inner.set_explain(fingerprint, explain)
-        )
+    async fn set_explains(&self, explains: &[(String, Explain)]) -> Result<(), StoreError> {
+        timed!(self, "set_explains", self.inner.set_explains(explains))
     }
 
-    async fn find_incident(
+    async fn find_incidents(
         &self,
         rule: &str,
         key: &str,
-        fingerprint: &str,
-    ) -> Result<FoundIncident, StoreError> {
+        fingerprints: &[&str],
+    ) -> Result<FoundIncidents, StoreError> {
         timed!(
             self,
-            "find_incident",
-            self.inner.find_incident(rule, key, fingerprint)
+            "find_incidents",
+            self.inner.find_incidents(rule, key, fingerprints)
         )
     }
 

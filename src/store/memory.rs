@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, StateStore,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
     StoreError, merge,
 };
 use crate::alert::{Alert, Status};
@@ -111,7 +111,7 @@ impl StateStore for MemoryStore {
         &self,
         alerts: &[Alert],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Recorded>, StoreError> {
         let mut map = self.lock()?;
         let mut outcomes = Vec::with_capacity(alerts.len());
         for alert in alerts {
@@ -119,8 +119,12 @@ impl StateStore for MemoryStore {
                 .remove(&alert.fingerprint)
                 .filter(|s| !self.expired(s, now));
             let (next, outcome) = merge(prev, alert, now);
+            let previous = match outcome {
+                Outcome::Duplicate { .. } => next.explain.clone(),
+                _ => None,
+            };
             map.insert(alert.fingerprint.clone(), next);
-            outcomes.push(outcome);
+            outcomes.push(Recorded { outcome, previous });
         }
         Ok(outcomes)
     }
@@ -156,30 +160,43 @@ impl StateStore for MemoryStore {
             .cloned())
     }
 
-    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
-        if let Some(state) = self.lock()?.get_mut(fingerprint) {
-            state.explain = Some(explain.clone());
+    async fn set_explains(&self, explains: &[(String, Explain)]) -> Result<(), StoreError> {
+        let mut map = self.lock()?;
+        for (fp, explain) in explains {
+            if let Some(state) = map.get_mut(fp) {
+                state.explain = Some(explain.clone());
+            }
         }
         Ok(())
     }
 
-    async fn find_incident(
+    async fn find_incidents(
         &self,
         rule: &str,
         key: &str,
-        fingerprint: &str,
-    ) -> Result<FoundIncident, StoreError> {
+        fingerprints: &[&str],
+    ) -> Result<FoundIncidents, StoreError> {
         let inc = self.incidents()?;
         let slot = inc.slots.get(key).cloned();
-        let member = inc
-            .members
-            .get(&(rule.to_string(), fingerprint.to_string()))
-            .and_then(|id| inc.by_id.get(id))
-            .filter(|i| i.state != crate::incident::IncidentState::Closed);
-        let incident = member
-            .or_else(|| slot.as_ref().and_then(|id| inc.by_id.get(id)))
-            .cloned();
-        Ok(FoundIncident { incident, slot })
+        let members: Vec<Option<String>> = fingerprints
+            .iter()
+            .map(|fp| {
+                inc.members
+                    .get(&(rule.to_string(), fp.to_string()))
+                    .cloned()
+            })
+            .collect();
+        let incidents = members
+            .iter()
+            .flatten()
+            .chain(slot.iter())
+            .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
+            .collect();
+        Ok(FoundIncidents {
+            slot,
+            members,
+            incidents,
+        })
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
@@ -199,7 +216,7 @@ impl StateStore for MemoryStore {
             }
             inc.slots.insert(key.to_string(), id.clone());
         }
-        if let Some((rule, fp)) = c.member {
+        for (rule, fp) in c.members {
             inc.members
                 .insert((rule.to_string(), fp.to_string()), id.clone());
             inc.of_alert

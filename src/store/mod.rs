@@ -93,14 +93,23 @@ pub struct ExplainRule {
     pub result: String,
 }
 
-/// The incident an alert correlates to, as the store found it.
+/// The incidents a group of alerts (one rule, one correlation key) may go to.
 #[derive(Debug, Clone, Default)]
-pub struct FoundIncident {
-    /// The incident the alert already belongs to (unless closed), else the one
-    /// the correlation key points at.
-    pub incident: Option<Incident>,
+pub struct FoundIncidents {
     /// The id the correlation key points at now (compared again on commit).
     pub slot: Option<String>,
+    /// Per alert, in order: the incident it already belongs to under the rule.
+    pub members: Vec<Option<String>>,
+    /// Every incident named above, by id.
+    pub incidents: std::collections::HashMap<String, Incident>,
+}
+
+/// What recording one alert did, and, for a repeat, how it was explained the
+/// last time it was processed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub outcome: Outcome,
+    pub previous: Option<Explain>,
 }
 
 /// One incident write. Applied only if the stored version is still
@@ -113,8 +122,8 @@ pub struct IncidentCommit<'a> {
     pub expected_version: u64,
     /// Point this correlation key at the incident: `(key, expected current id)`.
     pub bind: Option<(&'a str, Option<&'a str>)>,
-    /// Record that alert `(rule, fingerprint)` belongs to the incident.
-    pub member: Option<(&'a str, &'a str)>,
+    /// Alerts `(rule, fingerprint)` that belong to the incident.
+    pub members: &'a [(&'a str, &'a str)],
     /// When the incident's timers next need a look (auto-resolve, close).
     pub due: Option<DateTime<Utc>>,
     /// Append this change to the outbox (`created`, `updated`, ...), in the same
@@ -179,7 +188,7 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         alerts: &[Alert],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError>;
+    ) -> Result<Vec<Recorded>, StoreError>;
 
     /// Alerts, most recently seen first.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError>;
@@ -190,16 +199,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// One alert's state.
     async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertState>, StoreError>;
 
-    /// Records why the alert went where it went.
-    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError>;
+    /// Records why each alert went where it went (one round trip).
+    async fn set_explains(&self, explains: &[(String, Explain)]) -> Result<(), StoreError>;
 
-    /// The incident alert `fingerprint` correlates to under `rule` and `key`.
-    async fn find_incident(
+    /// The incidents alerts `fingerprints` may correlate to under `rule` and `key`.
+    async fn find_incidents(
         &self,
         rule: &str,
         key: &str,
-        fingerprint: &str,
-    ) -> Result<FoundIncident, StoreError>;
+        fingerprints: &[&str],
+    ) -> Result<FoundIncidents, StoreError>;
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
 

@@ -28,14 +28,17 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncident, IncidentCommit, Outcome, StateStore, StoreError,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
+    StoreError,
 };
 use crate::alert::{Alert, Status};
-use crate::incident::{Incident, IncidentQuery, IncidentState};
+use crate::incident::{Incident, IncidentQuery};
 use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 const RECORD_ALERT: &str = include_str!("record_alert.lua");
 const COMMIT_INCIDENT: &str = include_str!("commit_incident.lua");
+/// Sets an alert's explanation if the alert still exists.
+const SET_EXPLAIN: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'explain', ARGV[1]) end";
 /// The consumer group all instances deliver the outbox as.
 const OUTBOX_GROUP: &str = "delivery";
 /// Takes a lease unless another owner holds it (the holder itself renews it).
@@ -245,9 +248,15 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     )
 }
 
-fn parse_outcome(raw: &(String, u64, String)) -> Result<Outcome, StoreError> {
-    let (outcome, count, prev) = raw;
-    Ok(match outcome.as_str() {
+fn parse_outcome(raw: &(String, u64, String, String)) -> Result<Recorded, StoreError> {
+    let (outcome, count, prev, explain) = raw;
+    let previous = if explain.is_empty() {
+        None
+    } else {
+        // An unreadable explanation only costs a repeat its shortcut.
+        serde_json::from_str(explain).ok()
+    };
+    let outcome = match outcome.as_str() {
         "new" => Outcome::New,
         "duplicate" => Outcome::Duplicate { count: *count },
         "stale" => Outcome::Stale,
@@ -261,7 +270,8 @@ fn parse_outcome(raw: &(String, u64, String)) -> Result<Outcome, StoreError> {
             Outcome::Transition { from, to }
         }
         other => return Err(StoreError::Corrupt(format!("script outcome {other:?}"))),
-    })
+    };
+    Ok(Recorded { outcome, previous })
 }
 
 fn ms_time(fields: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -326,13 +336,13 @@ impl StateStore for RedisStore {
         &self,
         alerts: &[Alert],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Recorded>, StoreError> {
         if alerts.is_empty() {
             return Ok(Vec::new());
         }
         let pipe = self.batch_pipeline(alerts, now)?;
         let mut conn = self.conn.clone();
-        let raw: Vec<(String, u64, String)> = match pipe.query_async(&mut conn).await {
+        let raw: Vec<(String, u64, String, String)> = match pipe.query_async(&mut conn).await {
             Ok(raw) => raw,
             Err(e) if is_noscript(&e) => {
                 // Redis restarted (or SCRIPT FLUSH): nothing in this pipeline ran,
@@ -404,51 +414,60 @@ impl StateStore for RedisStore {
         decode_state(fingerprint, &fields).map(Some)
     }
 
-    async fn set_explain(&self, fingerprint: &str, explain: &Explain) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn set_explains(&self, explains: &[(String, Explain)]) -> Result<(), StoreError> {
+        if explains.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (fp, explain) in explains {
+            let json =
+                serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Only on a hash that still exists, so an expired alert is not
+            // resurrected as a hash holding an explanation and nothing else.
+            pipe.cmd("EVAL")
+                .arg(SET_EXPLAIN)
+                .arg(1)
+                .arg(self.alert_key(fp))
+                .arg(json)
+                .ignore();
+        }
         let mut conn = self.conn.clone();
-        // HSETEX-free: only set on a hash that still exists, so an expired alert
-        // is not resurrected as a hash with an explanation and nothing else.
-        let _: () = redis::cmd("EVAL")
-            .arg("if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'explain', ARGV[1]) end")
-            .arg(1)
-            .arg(self.alert_key(fingerprint))
-            .arg(json)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    async fn find_incident(
+    async fn find_incidents(
         &self,
         rule: &str,
         key: &str,
-        fingerprint: &str,
-    ) -> Result<FoundIncident, StoreError> {
+        fingerprints: &[&str],
+    ) -> Result<FoundIncidents, StoreError> {
         let mut conn = self.conn.clone();
-        let (member, slot): (Option<String>, Option<String>) = redis::pipe()
-            .get(self.inc_key(&format!("member:{rule}|{fingerprint}")))
-            .get(self.inc_key(&format!("slot:{key}")))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let ids: Vec<String> = member.iter().chain(slot.iter()).cloned().collect();
-        let loaded = self.load_incidents(&ids).await?;
-        let mut loaded = loaded.into_iter();
-        let member_inc = match member {
-            Some(_) => loaded.next().flatten(),
-            None => None,
+        let mut pipe = redis::pipe();
+        pipe.get(self.inc_key(&format!("slot:{key}")));
+        for fp in fingerprints {
+            pipe.get(self.inc_key(&format!("member:{rule}|{fp}")));
         }
-        .filter(|i| i.state != IncidentState::Closed);
-        let slot_inc = match slot {
-            Some(_) => loaded.next().flatten(),
-            None => None,
-        };
-        Ok(FoundIncident {
-            incident: member_inc.or(slot_inc),
+        let mut ids: Vec<Option<String>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        if ids.is_empty() {
+            return Err(StoreError::Corrupt(
+                "empty reply to the incident lookup".into(),
+            ));
+        }
+        let slot = ids.remove(0);
+        let mut wanted: Vec<String> = ids.iter().flatten().chain(slot.iter()).cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        let loaded = self.load_incidents(&wanted).await?;
+        let incidents = wanted
+            .into_iter()
+            .zip(loaded)
+            .filter_map(|(id, inc)| inc.map(|i| (id, i)))
+            .collect();
+        Ok(FoundIncidents {
             slot,
+            members: ids,
+            incidents,
         })
     }
 
@@ -467,26 +486,26 @@ impl StateStore for RedisStore {
             Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
             None => ("0", "slot:".to_string(), ""),
         };
-        let (member, member_key, of_alert_key) = match c.member {
-            Some((rule, fp)) => ("1", format!("member:{rule}|{fp}"), format!("of-alert:{fp}")),
-            None => ("0", "member:".to_string(), "of-alert:".to_string()),
-        };
         let mut invocation = self.commit.prepare_invoke();
         invocation
             .key(self.inc_key(&format!("incident:{}", inc.id)))
             .key(self.inc_key(&slot_key))
-            .key(self.inc_key(&member_key))
             .key(self.inc_key("incidents"))
             .key(self.inc_key("due"))
-            .key(self.inc_key("outbox"))
-            .key(self.inc_key(&of_alert_key))
+            .key(self.inc_key("outbox"));
+        for (rule, fp) in c.members {
+            invocation
+                .key(self.inc_key(&format!("member:{rule}|{fp}")))
+                .key(self.inc_key(&format!("of-alert:{fp}")));
+        }
+        invocation
             .arg(c.expected_version)
             .arg(inc.version)
             .arg(doc)
             .arg(&inc.id)
             .arg(bind)
             .arg(expected_slot)
-            .arg(member)
+            .arg(c.members.len())
             .arg(MEMBER_TTL_MS)
             .arg(inc.updated_at.timestamp_millis())
             .arg(
