@@ -11,6 +11,8 @@
 //!   tests start with `scripts/rt-server.sh` on a free port, stopped when the
 //!   test binary exits. If neither works they fail, saying why.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -1633,4 +1635,176 @@ async fn real_rt_a_ticket_taken_or_resolved_by_a_person_reads_back_with_who() {
             .as_deref(),
         Some(op.as_str())
     );
+}
+
+/// The whole daemon against the real RT: alerts in, one ticket out whose status
+/// follows the incident; a person resolving the ticket in RT resolves the
+/// incident; a later alert opens a new incident (and ticket) linked to it.
+#[tokio::test]
+async fn real_rt_daemon_keeps_one_ticket_in_step_with_its_incident_both_ways() {
+    let _one = E2E.lock().await;
+    let rt = real_rt();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("r.yaml"),
+        "rules:\n  - name: all\n    incident:\n      title: \"{{ labels.alertname }} on {{ labels.service }}\"\n      impact: high\n      urgency: medium\n      group_by: [alertname, service]\n      route: [tickets]\n",
+    )
+    .unwrap();
+    let service = format!("svc{}", Utc::now().timestamp_micros());
+    let cfg = format!(
+        "{}rules:\n  dir: {}\nadapters:\n  tickets:\n    type: rt\n    url: {}\n    queue: General\n    user: {}\n    password: {}\n    delivery: {{initial_backoff_ms: 50, max_elapsed_ms: 5000}}\ndelivery:\n  poll_interval_ms: 300\n  reclaim_after_ms: 500\n",
+        common::redis_config(&common::redis_url(), &common::unique_prefix("rt")),
+        rules.display(),
+        rt.url,
+        rt.user,
+        rt.password
+    );
+    let d = common::start_daemon(&cfg).await;
+    let am = |instance: &str, status: &str, starts: &str| {
+        json!({"version": "4", "status": status, "alerts": [{
+            "status": status,
+            "labels": {"alertname": "TargetDown", "service": service, "instance": instance},
+            "annotations": {"summary": format!("{instance} is down")},
+            "startsAt": starts,
+            "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-25T05:00:00Z" },
+        }]})
+        .to_string()
+    };
+    let post = |body: String| {
+        let d = &d;
+        async move {
+            let r = common::post_json(d, "/api/v1/alerts/alertmanager", &body).await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let incident = |id: String| {
+        let url = format!("{}/api/v1/incidents/{id}", common::base(&d));
+        async move {
+            common::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let t0 = "2026-11-25T04:00:00Z";
+    post(am("a:1", "firing", t0)).await;
+    let list: Value = common::client()
+        .get(format!("{}/api/v1/incidents", common::base(&d)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["incidents"][0]["id"].as_str().unwrap().to_string();
+
+    // Waits until the incident's tickets are `n` and the first has `status`.
+    let ticket_status = |want: &'static str, n: usize| {
+        let id = id.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let tickets = rt.tickets_mentioning(&id).await;
+                if tickets.len() == n
+                    && let Some(t) = tickets.first()
+                    && rt.ticket(t).await["Status"] == want
+                {
+                    return t.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "ticket for {id}: wanted {n} ticket(s) with status {want}, have {tickets:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let ticket = ticket_status("new", 1).await;
+    post(am("a:2", "firing", t0)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rt.comments(&ticket).await.iter().any(|c| c.contains("a:2")) {
+        assert!(
+            Instant::now() < deadline,
+            "the second alert never reached the ticket as a comment"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    post(am("a:1", "resolved", t0)).await;
+    post(am("a:2", "resolved", t0)).await;
+    ticket_status("resolved", 1).await;
+    // A relapse reopens the same incident, and the same ticket.
+    post(am("a:1", "firing", "2026-11-25T04:30:00Z")).await;
+    let inc = incident(id.clone()).await;
+    assert_eq!(inc["state"], "reopened", "{inc:#}");
+    ticket_status("open", 1).await;
+    assert_eq!(
+        incident(id.clone()).await["external_refs"]["tickets"],
+        format!("{}/Ticket/Display.html?id={ticket}", rt.url)
+    );
+
+    // A person resolves the ticket in RT: the incident follows, saying who.
+    let (op, pw) = rt.operator().await;
+    let (s, v) = rt
+        .call(
+            Method::PUT,
+            &format!("/ticket/{ticket}"),
+            Some(json!({"Status": "resolved"})),
+            Some((&op, &pw)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let inc = incident(id.clone()).await;
+        if inc["state"] == "resolved" {
+            assert_eq!(inc["closed_by"], format!("{op} in tickets"));
+            let last = inc["timeline"].as_array().unwrap().last().unwrap().clone();
+            assert_eq!(
+                last["cause"],
+                format!("resolved by {op} in tickets"),
+                "{last}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the incident did not follow the ticket: {inc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The alert resolves and fires again: the ticket a person resolved is not
+    // reopened; a new incident, linked to the old one, gets its own ticket.
+    post(am("a:1", "resolved", "2026-11-25T04:30:00Z")).await;
+    post(am("a:1", "firing", "2026-11-25T05:30:00Z")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rt.ticket(&ticket).await["Status"], "resolved");
+    let list: Value = common::client()
+        .get(format!("{}/api/v1/incidents", common::base(&d)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newer = list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] != id.as_str())
+        .expect("a new incident")
+        .clone();
+    assert_eq!(newer["related"][0], id.as_str());
+    let newer_id = newer["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.tickets_mentioning(&newer_id).await.len() != 1 {
+        assert!(Instant::now() < deadline, "no ticket for the new incident");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.shutdown().await.unwrap();
 }

@@ -414,45 +414,69 @@ impl Worker {
                 let Some((built, target)) = self.adapters.get(name) else {
                     continue;
                 };
-                let Some(mut st) = self.store.get_sync(&inc.id, name).await? else {
-                    continue;
-                };
-                let Some(ext) = st.external.clone() else {
-                    continue;
-                };
-                let remote = match built.adapter.fetch(target, &ext).await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::debug!(adapter = %name, incident = %inc.id, error = %e, "reading the ticket back failed");
-                        continue;
-                    }
-                };
-                if st.remote == Some(remote.state) {
+                // Under the ticket's lease, so a read-back never interleaves with
+                // a delivery to the same ticket.
+                // Its own owner name: leases are re-entrant per owner, and the
+                // read-back must not enter a delivery of this same process.
+                let owner = format!("{}-read-back", self.consumer);
+                let lease = format!("{}:{name}", inc.id);
+                let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+                if !self.store.try_lease(&lease, &owner, ttl).await? {
                     continue;
                 }
-                // Somebody changed the ticket in the ITSM.
-                let who = remote
-                    .changed_by
-                    .clone()
-                    .unwrap_or_else(|| "someone".into());
-                match self
-                    .engine
-                    .apply_remote(&inc.id, name, remote.state, &who, Utc::now())
-                    .await
-                {
-                    Ok(updated) => {
-                        st.remote = Some(remote.state);
-                        // The incident changed because of the ticket: nothing to send back.
-                        if TicketState::of(updated.state) == remote.state {
-                            st.version = st.version.max(updated.version);
-                        }
-                        self.store.put_sync(&inc.id, name, &st).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(incident = %inc.id, error = %e, "could not apply the ticket's change")
-                    }
+                let result = self.read_back(&inc, name, built, target).await;
+                let _ = self.store.release_lease(&lease, &owner).await;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one ticket back and applies a person's change to the incident.
+    async fn read_back(
+        &self,
+        inc: &Incident,
+        name: &str,
+        built: &Built,
+        target: &Target,
+    ) -> Result<(), StoreError> {
+        let Some(mut st) = self.store.get_sync(&inc.id, name).await? else {
+            return Ok(());
+        };
+        let Some(ext) = st.external.clone() else {
+            return Ok(());
+        };
+        let remote = match built.adapter.fetch(target, &ext).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(adapter = %name, incident = %inc.id, error = %e, "reading the ticket back failed");
+                return Ok(());
+            }
+        };
+        if st.remote == Some(remote.state) {
+            return Ok(());
+        }
+        // Somebody changed the ticket in the ITSM.
+        let who = remote
+            .changed_by
+            .clone()
+            .unwrap_or_else(|| "someone".into());
+        match self
+            .engine
+            .apply_remote(&inc.id, name, remote.state, &who, Utc::now())
+            .await
+        {
+            Ok(updated) => {
+                st.remote = Some(remote.state);
+                // The incident changed because of the ticket: nothing to send back.
+                if TicketState::of(updated.state) == remote.state {
+                    st.version = st.version.max(updated.version);
                 }
+                self.store.put_sync(&inc.id, name, &st).await?;
+            }
+            Err(e) => {
+                tracing::warn!(incident = %inc.id, error = %e, "could not apply the ticket's change")
             }
         }
         Ok(())

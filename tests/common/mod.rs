@@ -119,6 +119,13 @@ impl Drop for RedisServer {
 /// Starts a daemon in this process from config text (its listen address is
 /// replaced by a free port).
 pub async fn start_daemon(yaml: &str) -> Daemon {
+    // INCIDENTD_TEST_LOG=debug shows the daemons' logs in failing tests.
+    if let Ok(level) = std::env::var("INCIDENTD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(level)
+            .with_test_writer()
+            .try_init();
+    }
     let cfg = config::parse(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/test.yaml"),
         yaml,
