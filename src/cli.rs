@@ -163,10 +163,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     match (config, rules) {
         (Ok(c), Ok(r)) => {
             println!(
-                "{}: ok ({} rules, {} webhook endpoints, store {})",
+                "{}: ok ({} rules, {} webhook endpoints, {} adapters, store {})",
                 path.display(),
                 r.len(),
                 c.webhook.endpoints.len(),
+                c.adapters.len(),
                 match c.store {
                     config::StoreSettings::Memory { .. } => "memory",
                     config::StoreSettings::Redis(_) => "redis",

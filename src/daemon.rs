@@ -129,7 +129,8 @@ impl Daemon {
         let store = Instrumented::wrap(open_store(&config.store)?, metrics.clone());
         let engine = Arc::new(
             Engine::new(store.clone(), Arc::new(rules), metrics.clone())
-                .with_after_manual_close(config.after_manual_close),
+                .with_after_manual_close(config.after_manual_close)
+                .with_route_all_to(config.route_all_to.clone()),
         );
         let worker = Arc::new(
             Worker::new(

@@ -13,10 +13,38 @@ fn example(name: &str) -> String {
 
 #[test]
 fn shipped_examples_pass_check() {
-    for name in ["quickstart.yaml", "redis.yaml"] {
+    let env = [
+        ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        ("RT_URL", "https://rt.example.com"),
+        ("RT_QUEUE", "General"),
+        ("RT_USER", "incidentd"),
+        ("RT_PASSWORD", "pw"),
+        ("SNOW_URL", "https://acme.service-now.com"),
+        ("SNOW_USER", "incidentd"),
+        ("SNOW_PASSWORD", "pw"),
+        ("SNOW_CALLER_ID", "5b7c200d0a640069006b3845b5d0fa7c"),
+        ("JIRA_URL", "https://acme.atlassian.net"),
+        ("JIRA_EMAIL", "bot@example.com"),
+        ("JIRA_API_TOKEN", "token"),
+        ("JIRA_PROJECT", "OPS"),
+        ("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef"),
+        ("OPSGENIE_API_KEY", "key"),
+        ("WEBHOOK_URL", "https://hooks.example.com/incidentd"),
+        ("WEBHOOK_SECRET", "secret"),
+    ];
+    for name in [
+        "quickstart.yaml",
+        "redis.yaml",
+        "rt.yaml",
+        "servicenow.yaml",
+        "jira.yaml",
+        "pagerduty.yaml",
+        "opsgenie.yaml",
+        "webhook.yaml",
+    ] {
         let out = Command::new(BIN)
             .args(["check", "--config", &example(name)])
-            .env("REDIS_URL", "redis://127.0.0.1:6379/0")
+            .envs(env)
             .output()
             .unwrap();
         assert!(

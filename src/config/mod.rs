@@ -53,6 +53,9 @@ pub struct IncidentsConfig {
     /// ITSM platform: `new_incident` (linked to the old one) or `reopen`.
     #[serde(default)]
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
+    /// Adapters every incident goes to, besides those its rule routes it to.
+    #[serde(default)]
+    pub route_all_to: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +180,7 @@ pub struct Config {
     pub adapters: Vec<crate::adapters::Built>,
     pub delivery: crate::outbox::worker::WorkerConfig,
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
+    pub route_all_to: Vec<String>,
 }
 
 /// One problem in a config file.
@@ -425,6 +429,15 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         })
         .collect();
 
+    for name in &raw.incidents.route_all_to {
+        if !raw.adapters.contains_key(name) {
+            p.at(
+                "incidents.route_all_to",
+                format!("{name:?} is not an adapter under adapters:"),
+            );
+        }
+    }
+
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
     }
@@ -443,6 +456,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         adapters,
         delivery: raw.delivery,
         after_manual_close: raw.incidents.after_manual_close,
+        route_all_to: raw.incidents.route_all_to,
     }
 }
 

@@ -46,6 +46,8 @@ pub enum EngineError {
 pub struct Engine {
     store: SharedStore,
     after_manual_close: lifecycle::AfterManualClose,
+    /// Adapters every new incident is routed to, besides its rule's route.
+    route_all_to: Vec<String>,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
 }
@@ -95,6 +97,7 @@ impl Engine {
         Engine {
             store,
             after_manual_close: lifecycle::AfterManualClose::default(),
+            route_all_to: Vec::new(),
             rules: RwLock::new(rules),
             metrics,
         }
@@ -103,6 +106,12 @@ impl Engine {
     /// What an alert does to an incident a person closed in an ITSM platform.
     pub fn with_after_manual_close(mut self, policy: lifecycle::AfterManualClose) -> Self {
         self.after_manual_close = policy;
+        self
+    }
+
+    /// Routes every new incident to these adapters too.
+    pub fn with_route_all_to(mut self, adapters: Vec<String>) -> Self {
+        self.route_all_to = adapters;
         self
     }
 
@@ -367,7 +376,14 @@ impl Engine {
                         results.push(Correlated::Nothing);
                         continue;
                     }
-                    Step::Create(inc) => (*inc, true),
+                    Step::Create(mut inc) => {
+                        for adapter in &self.route_all_to {
+                            if !inc.route.contains(adapter) {
+                                inc.route.push(adapter.clone());
+                            }
+                        }
+                        (*inc, true)
+                    }
                     Step::Update(inc) => (*inc, false),
                 };
                 let id = inc.id.clone();
