@@ -83,5 +83,58 @@ fn record(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, record);
+/// `n` rules like an SRE writes them; the alerts match the last one, so every
+/// rule is tried (the worst case for first-match evaluation).
+fn rules(n: usize) -> incidentd::rules::RuleSet {
+    let mut yaml = String::from("rules:\n");
+    for i in 0..n.saturating_sub(1) {
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    match: ['alertname=\"Alert{i}\"', 'severity=~\"critical|warning\"']\n    incident: {{title: \"{{{{ labels.alertname }}}}\", impact: high, urgency: high, group_by: [service]}}\n"
+        ));
+    }
+    yaml.push_str("  - name: last\n    match: ['alertname=~\"Target.*\"']\n    incident: {title: \"{{ labels.service }} down\", impact: high, urgency: high, group_by: [alertname, service]}\n");
+    incidentd::rules::RuleSet::from_sources(&[(std::path::PathBuf::from("bench.yaml"), yaml)])
+        .expect("bench rules compile")
+}
+
+fn evaluate(c: &mut Criterion) {
+    let alerts = Format::Alertmanager
+        .decode(am_body(10, 0).as_bytes(), Utc::now())
+        .expect("bench body decodes");
+    let mut g = c.benchmark_group("rule_evaluation");
+    g.throughput(Throughput::Elements(alerts.len() as u64));
+    for n in [10usize, 100, 1000] {
+        let set = rules(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &set, |b, set| {
+            b.iter(|| alerts.iter().map(|a| set.evaluate(a).len()).sum::<usize>())
+        });
+    }
+    g.finish();
+}
+
+/// Rules, dedup and correlation into incidents on the memory store: the whole
+/// ingest path minus HTTP, 10 alerts per batch, half of them repeats.
+fn correlate(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sim = incidentd::simulate::Simulation::new(Arc::new(rules(10))).expect("simulation");
+    let mut offset = 0usize;
+    let mut g = c.benchmark_group("ingest_and_correlate");
+    g.throughput(Throughput::Elements(10));
+    g.bench_function("memory_store_10_alerts", |b| {
+        b.to_async(&rt).iter(|| {
+            // Half new alerts, half repeats of the previous batch, over 2,000
+            // distinct alerts (so 17 incidents of about 120 alerts each: the
+            // cost of an incident update grows with its alert count).
+            offset = (offset + 5) % 2_000;
+            let alerts = Format::Alertmanager
+                .decode(am_body(10, offset).as_bytes(), Utc::now())
+                .expect("bench body decodes");
+            let sim = &sim;
+            async move { sim.feed("bench", alerts, Utc::now()).await }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, record, evaluate, correlate);
 criterion_main!(benches);
