@@ -23,6 +23,14 @@ impl Secret {
     }
 }
 
+/// Read from config files as a plain string (usually `${ENV}`), so config
+/// structs holding one can derive `Debug` without exposing it.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")

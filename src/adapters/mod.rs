@@ -187,7 +187,7 @@ impl AdapterConfig {
 /// Reads a secret given inline (usually `${ENV}`) or from a file; records a
 /// problem when both, neither (if `required`), or an unreadable file.
 pub fn secret(
-    inline: &Option<String>,
+    inline: &Option<Secret>,
     file: &Option<std::path::PathBuf>,
     key: &str,
     base_dir: &Path,
@@ -199,11 +199,11 @@ pub fn secret(
             p.at(key, "set the value or its _file, not both");
             None
         }
-        (Some(v), None) if v.is_empty() => {
+        (Some(v), None) if v.expose().is_empty() => {
             p.at(key, "is empty");
             None
         }
-        (Some(v), None) => Some(Secret::new(v.clone())),
+        (Some(v), None) => Some(v.clone()),
         (None, Some(f)) => match std::fs::read_to_string(base_dir.join(f)) {
             Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']))),
             Err(e) => {

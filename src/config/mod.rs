@@ -471,6 +471,18 @@ mod tests {
     }
 
     #[test]
+    fn secrets_in_the_file_never_show_in_debug_output() {
+        let raw: RawConfig = serde_norway::from_str(
+            "sources:\n  webhook:\n    generic: {bearer_token: tok-123}\nadapters:\n  hook: {type: webhook, url: 'http://x', secret: sec-456}\n  rt: {type: rt, url: 'http://rt', queue: q, user: u, password: pw-789}\n",
+        )
+        .unwrap();
+        let shown = format!("{raw:?}");
+        for secret in ["tok-123", "sec-456", "pw-789"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    #[test]
     fn empty_file_is_the_embedded_default() {
         let c = parse_str("").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9797");

@@ -33,8 +33,9 @@ use super::{Jira, TransitionNames};
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
 use crate::config::Problems;
+use crate::secret::Secret;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The site, e.g. `https://acme.atlassian.net`.
@@ -42,7 +43,7 @@ pub struct Config {
     /// The account the API token belongs to.
     pub email: String,
     #[serde(default)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     #[serde(default)]
     pub api_token_file: Option<PathBuf>,
     /// Project key.
@@ -68,22 +69,6 @@ pub struct Config {
     pub extra_fields: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
-}
-
-/// By hand, so a logged config never shows the API token.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("url", &self.url)
-            .field("email", &self.email)
-            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
-            .field("api_token_file", &self.api_token_file)
-            .field("project", &self.project)
-            .field("issue_type", &self.issue_type)
-            .field("transitions", &self.transitions)
-            .field("delivery", &self.delivery)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Transition names per ticket state; each accepts one name or a list.

@@ -17,7 +17,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -26,6 +25,7 @@ use super::Opsgenie;
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::{Text, truncate};
 use crate::config::Problems;
+use crate::secret::Secret;
 
 pub const DEFAULT_URL: &str = "https://api.opsgenie.com";
 pub const DEFAULT_MESSAGE: &str = "{{ incident.title }}";
@@ -33,14 +33,14 @@ pub const DEFAULT_DESCRIPTION: &str = "{{ incident.description }}";
 pub const DEFAULT_ENTITY: &str = "{{ incident.service or '' }}";
 pub const PRIORITIES: [&str; 5] = ["P1", "P2", "P3", "P4", "P5"];
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Alert API base URL: the paths (`/v2/alerts/...`) are appended to it.
     #[serde(default = "default_url")]
     pub url: String,
     #[serde(default)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
     /// `message` template.
@@ -87,24 +87,6 @@ fn default_tags() -> Vec<String> {
 
 fn default_user() -> String {
     "incidentd".to_string()
-}
-
-/// By hand so the API key never reaches a log line or an error report.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("url", &self.url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("api_key_file", &self.api_key_file)
-            .field("message", &self.message)
-            .field("description", &self.description)
-            .field("entity", &self.entity)
-            .field("tags", &self.tags)
-            .field("user", &self.user)
-            .field("priority", &self.priority)
-            .field("delivery", &self.delivery)
-            .finish()
-    }
 }
 
 impl Config {

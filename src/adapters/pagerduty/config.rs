@@ -16,7 +16,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -25,6 +24,7 @@ use super::PagerDuty;
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
 use crate::config::Problems;
+use crate::secret::Secret;
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com";
 pub const DEFAULT_SUMMARY: &str = "{{ incident.title }}";
@@ -34,14 +34,14 @@ pub const DEFAULT_SOURCE: &str = "{{ incident.service or 'incidentd' }}";
 /// The only severities the Events API v2 accepts.
 pub const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Events API base URL (changed for tests or a proxy).
     #[serde(default = "default_url")]
     pub url: String,
     #[serde(default)]
-    pub routing_key: Option<String>,
+    pub routing_key: Option<Secret>,
     #[serde(default)]
     pub routing_key_file: Option<PathBuf>,
     /// `payload.summary` template (cut to 1024 characters).
@@ -70,22 +70,6 @@ fn default_summary() -> String {
 
 fn default_source() -> String {
     DEFAULT_SOURCE.to_string()
-}
-
-/// By hand so the routing key never reaches a log line or an error report.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("url", &self.url)
-            .field("routing_key", &self.routing_key.as_ref().map(|_| "***"))
-            .field("routing_key_file", &self.routing_key_file)
-            .field("summary", &self.summary)
-            .field("source", &self.source)
-            .field("incident_url", &self.incident_url)
-            .field("severity", &self.severity)
-            .field("delivery", &self.delivery)
-            .finish()
-    }
 }
 
 impl Config {

@@ -38,6 +38,7 @@ use super::{Auth, Rt, Statuses};
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
 use crate::config::Problems;
+use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,13 +49,13 @@ pub struct Config {
     pub queue: String,
     /// An RT auth token (`Authorization: token ...`), instead of user + password.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_subject")]

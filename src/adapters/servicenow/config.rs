@@ -38,8 +38,9 @@ use super::{Auth, Field, ServiceNow, StateValues};
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
 use crate::config::Problems;
+use crate::secret::Secret;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The instance, e.g. `https://acme.service-now.com`.
@@ -47,12 +48,12 @@ pub struct Config {
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// OAuth 2.0 bearer token, instead of user + password.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// `caller_id` of every incident (sys_id of a sys_user, or its name with
@@ -94,22 +95,6 @@ pub struct Config {
     pub work_note_max_chars: usize,
     #[serde(default)]
     pub delivery: DeliveryConfig,
-}
-
-/// By hand, so a logged config never shows the password or token.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("password_file", &self.password_file)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("token_file", &self.token_file)
-            .field("caller_id", &self.caller_id)
-            .field("delivery", &self.delivery)
-            .finish_non_exhaustive()
-    }
 }
 
 fn default_correlation_display() -> String {

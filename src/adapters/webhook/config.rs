@@ -18,13 +18,14 @@ use serde::Deserialize;
 use super::Webhook;
 use crate::adapters::DeliveryConfig;
 use crate::config::Problems;
+use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Extra request headers.

@@ -47,7 +47,7 @@ pub struct EndpointConfig {
     pub enabled: bool,
     /// Require `Authorization: Bearer <token>`.
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// Same, with the token read from a file (trailing newline ignored).
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
@@ -89,7 +89,7 @@ impl EndpointConfig {
                 p.at(key, "set bearer_token or bearer_token_file, not both");
                 return None;
             }
-            (Some(t), None) => Some(t.clone()),
+            (Some(t), None) => Some(t.expose().to_string()),
             (None, Some(file)) => {
                 let path = base_dir.join(file);
                 match std::fs::read_to_string(&path) {
