@@ -111,6 +111,18 @@ pub fn routes(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// `Some` as JSON, `None` as 404 with `what` as the message.
+fn found<T>(value: Option<T>, what: impl FnOnce() -> String) -> Result<axum::Json<T>, ApiError> {
+    value
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", what()))
+}
+
+/// The `limit` of a listing: the default when absent, never above the maximum.
+fn list_limit(asked: Option<usize>) -> usize {
+    asked.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT)
+}
+
 /// Answer for unknown paths.
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -172,10 +184,7 @@ async fn list_alerts(
             )
         })?),
     };
-    let limit = params
-        .limit
-        .unwrap_or(DEFAULT_LIST_LIMIT)
-        .min(MAX_LIST_LIMIT);
+    let limit = list_limit(params.limit);
     let alerts = s.store.list_alerts(&AlertQuery { status, limit }).await?;
     Ok(axum::Json(AlertList {
         count: alerts.len(),
@@ -187,17 +196,9 @@ async fn get_alert(
     State(s): State<ApiState>,
     Path(fingerprint): Path<String>,
 ) -> Result<axum::Json<AlertState>, ApiError> {
-    s.store
-        .get_alert(&fingerprint)
-        .await?
-        .map(axum::Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no alert {fingerprint}"),
-            )
-        })
+    found(s.store.get_alert(&fingerprint).await?, || {
+        format!("no alert {fingerprint}")
+    })
 }
 
 #[derive(Deserialize)]
@@ -242,7 +243,7 @@ async fn list_incidents(
         state,
         priority: p.priority,
         service: p.service,
-        limit: p.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT),
+        limit: list_limit(p.limit),
     };
     let incidents = s.store.list_incidents(&query).await?;
     Ok(axum::Json(IncidentList {
@@ -255,17 +256,9 @@ async fn get_incident(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Incident>, ApiError> {
-    s.store
-        .get_incident(&id)
-        .await?
-        .map(axum::Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no incident {id}"),
-            )
-        })
+    found(s.store.get_incident(&id).await?, || {
+        format!("no incident {id}")
+    })
 }
 
 /// Optional body of ack/resolve: who did it.

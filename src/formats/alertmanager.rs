@@ -18,9 +18,10 @@ struct Payload {
     alerts: Vec<AmAlert>,
 }
 
+/// One alert as Alertmanager (and Grafana, which extends it) sends it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AmAlert {
+pub(super) struct AmAlert {
     status: String,
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -47,21 +48,34 @@ pub(super) fn decode(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Aler
         .alerts
         .into_iter()
         .enumerate()
-        .map(|(i, a)| {
-            let alert = Alert {
-                source: "alertmanager".into(),
-                status: parse_status(&a.status, i)?,
-                fingerprint: fingerprint_or_labels(a.fingerprint, &a.labels),
-                severity: severity(None, &a.labels),
-                labels: a.labels,
-                annotations: a.annotations,
-                starts_at: non_zero_time(a.starts_at),
-                ends_at: non_zero_time(a.ends_at),
-                generator_url: a.generator_url.filter(|u| !u.is_empty()),
-                received_at,
-            };
-            validate(&alert, i)?;
-            Ok(alert)
-        })
+        .map(|(i, a)| a.into_alert("alertmanager", i, received_at, |_| {}))
         .collect()
+}
+
+impl AmAlert {
+    /// The canonical alert; `extend` adds what a format carries beyond
+    /// Alertmanager's fields (to the annotations, say) before validation.
+    pub(super) fn into_alert(
+        self,
+        source: &str,
+        index: usize,
+        received_at: DateTime<Utc>,
+        extend: impl FnOnce(&mut Alert),
+    ) -> Result<Alert, DecodeError> {
+        let mut alert = Alert {
+            source: source.into(),
+            status: parse_status(&self.status, index)?,
+            fingerprint: fingerprint_or_labels(self.fingerprint, &self.labels),
+            severity: severity(None, &self.labels),
+            labels: self.labels,
+            annotations: self.annotations,
+            starts_at: non_zero_time(self.starts_at),
+            ends_at: non_zero_time(self.ends_at),
+            generator_url: self.generator_url.filter(|u| !u.is_empty()),
+            received_at,
+        };
+        extend(&mut alert);
+        validate(&alert, index)?;
+        Ok(alert)
+    }
 }

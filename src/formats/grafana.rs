@@ -5,13 +5,12 @@
 //! `dashboardURL`, `panelURL`, `silenceURL`), which are kept as annotations when
 //! they are links an operator would want on the ticket.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{DecodeError, fingerprint_or_labels, parse_json, parse_status, severity, validate};
-use crate::alert::{Alert, non_zero_time};
+use super::alertmanager::AmAlert;
+use super::{DecodeError, parse_json};
+use crate::alert::Alert;
 
 #[derive(Deserialize)]
 struct Payload {
@@ -21,20 +20,9 @@ struct Payload {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct GrafanaAlert {
-    status: String,
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    ends_at: Option<DateTime<Utc>>,
-    #[serde(default, rename = "generatorURL")]
-    generator_url: Option<String>,
-    #[serde(default)]
-    fingerprint: Option<String>,
+    #[serde(flatten)]
+    alert: AmAlert,
     #[serde(default, rename = "dashboardURL")]
     dashboard_url: Option<String>,
     #[serde(default, rename = "panelURL")]
@@ -55,30 +43,17 @@ pub(super) fn decode(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Aler
         .alerts
         .into_iter()
         .enumerate()
-        .map(|(i, a)| {
-            let mut annotations = a.annotations;
-            for (key, url) in [
-                ("dashboard_url", a.dashboard_url),
-                ("panel_url", a.panel_url),
-            ] {
-                if let Some(url) = url.filter(|u| !u.is_empty()) {
-                    annotations.entry(key.to_string()).or_insert(url);
+        .map(|(i, g)| {
+            g.alert.into_alert("grafana", i, received_at, |alert| {
+                for (key, url) in [
+                    ("dashboard_url", g.dashboard_url),
+                    ("panel_url", g.panel_url),
+                ] {
+                    if let Some(url) = url.filter(|u| !u.is_empty()) {
+                        alert.annotations.entry(key.to_string()).or_insert(url);
+                    }
                 }
-            }
-            let alert = Alert {
-                source: "grafana".into(),
-                status: parse_status(&a.status, i)?,
-                fingerprint: fingerprint_or_labels(a.fingerprint, &a.labels),
-                severity: severity(None, &a.labels),
-                labels: a.labels,
-                annotations,
-                starts_at: non_zero_time(a.starts_at),
-                ends_at: non_zero_time(a.ends_at),
-                generator_url: a.generator_url.filter(|u| !u.is_empty()),
-                received_at,
-            };
-            validate(&alert, i)?;
-            Ok(alert)
+            })
         })
         .collect()
 }
