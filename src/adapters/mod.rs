@@ -223,6 +223,36 @@ pub fn secret(
     }
 }
 
+/// Applies a config table of overrides (`name: value`) to named slots that hold
+/// their defaults, recording a problem for an unknown name (listing the known
+/// ones, as `what`) or an empty value. `false` when anything was wrong.
+pub fn override_table(
+    table: &BTreeMap<String, String>,
+    key: &str,
+    what: &str,
+    slots: &mut [(&str, &mut String)],
+    p: &mut Problems<'_>,
+) -> bool {
+    let mut ok = true;
+    for (name, value) in table {
+        let Some((_, slot)) = slots.iter_mut().find(|(n, _)| n == name) else {
+            let known: Vec<&str> = slots.iter().map(|(n, _)| *n).collect();
+            p.at(
+                &format!("{key}.{name}"),
+                format!("unknown {what} ({})", known.join(", ")),
+            );
+            ok = false;
+            continue;
+        };
+        if value.trim().is_empty() {
+            p.at(&format!("{key}.{name}"), "is empty");
+            ok = false;
+        }
+        **slot = value.trim().to_string();
+    }
+    ok
+}
+
 /// The vendor's priority name for an incident priority (1..=5), from a
 /// configured table with a default.
 pub fn mapped<'a>(

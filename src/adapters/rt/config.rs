@@ -315,29 +315,19 @@ impl Config {
 
     fn statuses(&self, key: &str, p: &mut Problems<'_>) -> Option<Statuses> {
         let mut s = Statuses::default();
-        let mut ok = true;
-        for (state, status) in &self.statuses {
-            let slot = match state.as_str() {
-                "new" => &mut s.new,
-                "open" => &mut s.open,
-                "acknowledged" => &mut s.acknowledged,
-                "resolved" => &mut s.resolved,
-                "closed" => &mut s.closed,
-                _ => {
-                    p.at(
-                        &format!("{key}.statuses.{state}"),
-                        "unknown state (new, open, acknowledged, resolved, closed)",
-                    );
-                    ok = false;
-                    continue;
-                }
-            };
-            if status.trim().is_empty() {
-                p.at(&format!("{key}.statuses.{state}"), "is empty");
-                ok = false;
-            }
-            *slot = status.trim().to_string();
-        }
+        let ok = crate::adapters::override_table(
+            &self.statuses,
+            &format!("{key}.statuses"),
+            "state",
+            &mut [
+                ("new", &mut s.new),
+                ("open", &mut s.open),
+                ("acknowledged", &mut s.acknowledged),
+                ("resolved", &mut s.resolved),
+                ("closed", &mut s.closed),
+            ],
+            p,
+        );
         ok.then_some(s)
     }
 }

@@ -137,29 +137,19 @@ fn levels(
     key: &str,
     p: &mut Problems<'_>,
 ) -> Option<[String; 3]> {
-    let mut out = ["1".to_string(), "2".to_string(), "3".to_string()];
-    let mut ok = true;
-    for (level, value) in table {
-        let slot = match level.as_str() {
-            "high" => 0,
-            "medium" => 1,
-            "low" => 2,
-            _ => {
-                p.at(
-                    &format!("{key}.{level}"),
-                    "unknown level (high, medium, low)",
-                );
-                ok = false;
-                continue;
-            }
-        };
-        if value.trim().is_empty() {
-            p.at(&format!("{key}.{level}"), "is empty");
-            ok = false;
-        }
-        out[slot] = value.clone();
-    }
-    ok.then_some(out)
+    let [mut high, mut medium, mut low] = ["1".to_string(), "2".to_string(), "3".to_string()];
+    let ok = crate::adapters::override_table(
+        table,
+        key,
+        "level",
+        &mut [
+            ("high", &mut high),
+            ("medium", &mut medium),
+            ("low", &mut low),
+        ],
+        p,
+    );
+    ok.then_some([high, medium, low])
 }
 
 fn states(
@@ -168,28 +158,18 @@ fn states(
     p: &mut Problems<'_>,
 ) -> Option<StateValues> {
     let mut out = StateValues::default();
-    let mut ok = true;
-    for (name, value) in table {
-        let slot = match name.as_str() {
-            "acknowledged" => &mut out.acknowledged,
-            "resolved" => &mut out.resolved,
-            "closed" => &mut out.closed,
-            "reopen" => &mut out.reopen,
-            _ => {
-                p.at(
-                    &format!("{key}.{name}"),
-                    "unknown state (acknowledged, resolved, closed, reopen)",
-                );
-                ok = false;
-                continue;
-            }
-        };
-        if value.trim().is_empty() {
-            p.at(&format!("{key}.{name}"), "is empty");
-            ok = false;
-        }
-        *slot = value.clone();
-    }
+    let ok = crate::adapters::override_table(
+        table,
+        key,
+        "state",
+        &mut [
+            ("acknowledged", &mut out.acknowledged),
+            ("resolved", &mut out.resolved),
+            ("closed", &mut out.closed),
+            ("reopen", &mut out.reopen),
+        ],
+        p,
+    );
     ok.then_some(out)
 }
 
