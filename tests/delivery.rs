@@ -438,3 +438,32 @@ async fn sigkill_in_the_middle_of_deliveries_loses_nothing_and_duplicates_no_tic
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_single_change_outlasting_retries_and_reclaims_is_still_delivered() {
+    // One outbox entry per incident, and an outage longer than a step's retries
+    // (max_elapsed_ms 500) and than the reclaim delay (300 ms): the entry is
+    // claimed again while its first delivery is still retrying, and must survive
+    // that delivery failing.
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let d = start_daemon(&config(
+        dir.path(),
+        &redis_config(&redis_url(), &unique_prefix("longoutage")),
+        &hook,
+    ))
+    .await;
+    got.lock().unwrap().answer = Some(503);
+    for svc in ["a", "b", "c"] {
+        post_json(&d, AM, &alert("Down", svc, "i", "firing")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    got.lock().unwrap().answer = None;
+    for id in incident_ids(&d).await {
+        wait_for("delivery after a long outage", || {
+            events_for(&got, &id).contains(&"created".to_string())
+        })
+        .await;
+    }
+    d.shutdown().await.unwrap();
+}

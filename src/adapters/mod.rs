@@ -113,6 +113,12 @@ pub trait Adapter: Send + Sync {
         to: TicketState,
     ) -> Result<(), DeliveryError>;
 
+    /// Whether [`Adapter::fetch`] can read tickets back; the worker polls only
+    /// adapters that can.
+    fn reads_back(&self) -> bool {
+        false
+    }
+
     /// Reads the ticket back, for adapters that can (two-way state).
     async fn fetch(
         &self,

@@ -23,6 +23,8 @@ use crate::incident::{Incident, IncidentQuery, IncidentState};
 use crate::metrics::Metrics;
 use crate::store::{SharedStore, StoreError};
 
+/// Incidents per state read back per poll (most recently updated first).
+const READ_BACK_PAGE: usize = 500;
 /// Entries read per round trip.
 const READ_BATCH: usize = 64;
 /// Rounds of one sync before leaving the rest to the next entry (an incident
@@ -189,9 +191,11 @@ impl Worker {
                 return false;
             };
             if let Some(dirty) = running.get_mut(id) {
-                // The sync running here will go round once more for this entry.
+                // The sync running here goes round once more for this entry, and
+                // the entry stays pending until a later pass finds nothing to
+                // do: if that sync fails, the entry must not be gone.
                 *dirty = true;
-                return true;
+                return false;
             }
             running.insert(id.clone(), false);
         }
@@ -392,41 +396,53 @@ impl Worker {
     /// Reads tickets back (adapters that can) and applies what people changed
     /// in the ITSM to the incidents.
     pub async fn poll_remote(&self) -> Result<(), StoreError> {
-        let mut incidents = Vec::new();
+        let readers: HashSet<&str> = self
+            .adapters
+            .iter()
+            .filter(|(_, (built, _))| built.adapter.reads_back())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if readers.is_empty() {
+            return Ok(());
+        }
+        // One state at a time, so at most one page of incidents is held.
         for state in [
             IncidentState::New,
             IncidentState::InProgress,
             IncidentState::Reopened,
             IncidentState::Resolved,
         ] {
-            incidents.extend(
-                self.store
-                    .list_incidents(&IncidentQuery {
-                        state: Some(state),
-                        limit: 1000,
-                        ..IncidentQuery::default()
-                    })
-                    .await?,
-            );
-        }
-        for inc in incidents {
-            for name in &inc.route {
-                let Some((built, target)) = self.adapters.get(name) else {
-                    continue;
-                };
-                // Under the ticket's lease, so a read-back never interleaves with
-                // a delivery to the same ticket.
-                // Its own owner name: leases are re-entrant per owner, and the
-                // read-back must not enter a delivery of this same process.
-                let owner = format!("{}-read-back", self.consumer);
-                let lease = format!("{}:{name}", inc.id);
-                let ttl = Duration::from_millis(self.config.lease_ms.max(100));
-                if !self.store.try_lease(&lease, &owner, ttl).await? {
-                    continue;
+            let page = self
+                .store
+                .list_incidents(&IncidentQuery {
+                    state: Some(state),
+                    limit: READ_BACK_PAGE,
+                    ..IncidentQuery::default()
+                })
+                .await?;
+            for inc in &page {
+                // Only adapters that read back and already hold a ticket for it.
+                let names = inc.route.iter().filter(|n| {
+                    readers.contains(n.as_str()) && inc.external_refs.contains_key(n.as_str())
+                });
+                for name in names {
+                    let Some((built, target)) = self.adapters.get(name) else {
+                        continue;
+                    };
+                    // Under the ticket's lease, so a read-back never interleaves with
+                    // a delivery to the same ticket. Its own owner name: leases are
+                    // re-entrant per owner, and the read-back must not enter a
+                    // delivery of this same process.
+                    let owner = format!("{}-read-back", self.consumer);
+                    let lease = format!("{}:{name}", inc.id);
+                    let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+                    if !self.store.try_lease(&lease, &owner, ttl).await? {
+                        continue;
+                    }
+                    let result = self.read_back(inc, name, built, target).await;
+                    let _ = self.store.release_lease(&lease, &owner).await;
+                    result?;
                 }
-                let result = self.read_back(&inc, name, built, target).await;
-                let _ = self.store.release_lease(&lease, &owner).await;
-                result?;
             }
         }
         Ok(())

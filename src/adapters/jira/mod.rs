@@ -498,6 +498,10 @@ impl Adapter for Jira {
         }
     }
 
+    fn reads_back(&self) -> bool {
+        true
+    }
+
     async fn fetch(
         &self,
         target: &Target,

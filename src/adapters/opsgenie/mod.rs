@@ -377,6 +377,10 @@ impl Adapter for Opsgenie {
         }
     }
 
+    fn reads_back(&self) -> bool {
+        true
+    }
+
     async fn fetch(
         &self,
         target: &Target,

@@ -382,6 +382,10 @@ impl Adapter for Rt {
         }
     }
 
+    fn reads_back(&self) -> bool {
+        true
+    }
+
     async fn fetch(
         &self,
         target: &Target,

@@ -575,6 +575,10 @@ impl Adapter for ServiceNow {
         }
     }
 
+    fn reads_back(&self) -> bool {
+        true
+    }
+
     async fn fetch(
         &self,
         target: &Target,
