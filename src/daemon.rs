@@ -47,12 +47,17 @@ pub enum DaemonError {
 
 /// Opens the store the settings name. Redis is connected lazily: the daemon
 /// starts while Redis is down and reports not ready until it is up.
-pub fn open_store(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+pub fn open_store(
+    settings: &StoreSettings,
+    closed_retention: Duration,
+) -> Result<SharedStore, StoreError> {
     Ok(match settings {
         StoreSettings::Memory { resolved_retention } => {
-            Arc::new(MemoryStore::new(*resolved_retention))
+            Arc::new(MemoryStore::new(*resolved_retention).with_closed_retention(closed_retention))
         }
-        StoreSettings::Redis(opts) => Arc::new(RedisStore::new(opts)?),
+        StoreSettings::Redis(opts) => {
+            Arc::new(RedisStore::new(opts)?.with_closed_retention(closed_retention))
+        }
     })
 }
 
@@ -126,7 +131,10 @@ impl Daemon {
         registry: prometheus::Registry,
     ) -> Result<Daemon, DaemonError> {
         let metrics = Arc::new(Metrics::new(registry)?);
-        let store = Instrumented::wrap(open_store(&config.store)?, metrics.clone());
+        let store = Instrumented::wrap(
+            open_store(&config.store, config.closed_retention)?,
+            metrics.clone(),
+        );
         let engine = Arc::new(
             Engine::new(store.clone(), Arc::new(rules), metrics.clone())
                 .with_after_manual_close(config.after_manual_close)

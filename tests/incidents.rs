@@ -444,3 +444,37 @@ async fn with_require_tests_a_rule_set_whose_tests_fail_is_not_put_in_force() {
     );
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn closed_incidents_are_forgotten_after_their_retention_on_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "rules:\n  - name: quick\n    incident:\n      title: quick\n      impact: low\n      urgency: low\n      close_after_s: 0\n";
+    std::fs::write(dir.path().join("r.yaml"), rules).unwrap();
+    let cfg = format!(
+        "{}rules:\n  dir: {}\nincidents:\n  closed_retention_s: 1\n",
+        redis_config(&redis_url(), &unique_prefix("retention")),
+        dir.path().display()
+    );
+    let d = start_daemon(&cfg).await;
+    post_json(&d, AM, &am_alert("Quick", "svc", "i", "firing")).await;
+    post_json(&d, AM, &am_alert("Quick", "svc", "i", "resolved")).await;
+    let closed = incidents(&d, "?state=closed").await;
+    assert_eq!(
+        closed.len(),
+        1,
+        "resolved and closed at once (close_after_s: 0)"
+    );
+    let id = closed[0]["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        incidents(&d, "").await.is_empty(),
+        "a closed incident outlived its retention"
+    );
+    let gone = client()
+        .get(format!("{}/api/v1/incidents/{id}", base(&d)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    d.shutdown().await.unwrap();
+}

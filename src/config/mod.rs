@@ -46,7 +46,7 @@ pub struct RawConfig {
     pub incidents: IncidentsConfig,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentsConfig {
     /// What a firing alert does to an incident a person resolved or closed in an
@@ -56,6 +56,23 @@ pub struct IncidentsConfig {
     /// Adapters every incident goes to, besides those its rule routes it to.
     #[serde(default)]
     pub route_all_to: Vec<String>,
+    /// How long a closed incident is kept (then forgotten, with its timeline).
+    #[serde(default = "default_closed_retention_s")]
+    pub closed_retention_s: u64,
+}
+
+fn default_closed_retention_s() -> u64 {
+    30 * 24 * 3600
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        IncidentsConfig {
+            after_manual_close: Default::default(),
+            route_all_to: Vec::new(),
+            closed_retention_s: default_closed_retention_s(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +198,7 @@ pub struct Config {
     pub delivery: crate::outbox::worker::WorkerConfig,
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
     pub route_all_to: Vec<String>,
+    pub closed_retention: Duration,
 }
 
 /// One problem in a config file.
@@ -429,6 +447,9 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         })
         .collect();
 
+    if raw.incidents.closed_retention_s == 0 {
+        p.at("incidents.closed_retention_s", "must be greater than 0");
+    }
     for name in &raw.incidents.route_all_to {
         if !raw.adapters.contains_key(name) {
             p.at(
@@ -457,6 +478,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         delivery: raw.delivery,
         after_manual_close: raw.incidents.after_manual_close,
         route_all_to: raw.incidents.route_all_to,
+        closed_retention: Duration::from_secs(raw.incidents.closed_retention_s),
     }
 }
 

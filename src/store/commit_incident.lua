@@ -9,6 +9,7 @@
 -- ARGV[4] id   ARGV[5] "1" to bind the slot   ARGV[6] expected slot id or ""
 -- ARGV[7] number of member alerts   ARGV[8] member ttl ms   ARGV[9] updated ms
 -- ARGV[10] due ms or ""   ARGV[11] outbox event or ""
+-- ARGV[12] ms to keep a closed incident, or "" while it is not closed
 -- Returns 1 when written, 0 on a conflict.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
@@ -22,6 +23,11 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[2], ARGV[4])
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+if ARGV[12] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[12])
+else
+  redis.call('PERSIST', KEYS[1])
+end
 for i = 0, tonumber(ARGV[7]) - 1 do
   local member, of_alert = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
   redis.call('SET', member, ARGV[4], 'PX', ARGV[8])

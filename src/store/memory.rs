@@ -25,6 +25,7 @@ pub struct MemoryStore {
     /// Wakes outbox readers when an entry is appended.
     outbox_ready: Notify,
     resolved_retention: chrono::Duration,
+    closed_retention: chrono::Duration,
 }
 
 /// Incident state; one lock, so a commit's checks and writes are one step.
@@ -80,7 +81,15 @@ impl MemoryStore {
             outbox_ready: Notify::new(),
             resolved_retention: chrono::Duration::from_std(resolved_retention)
                 .unwrap_or(chrono::Duration::MAX),
+            closed_retention: chrono::Duration::days(30),
         }
+    }
+
+    /// Keeps closed incidents this long after they closed (default 30 days).
+    pub fn with_closed_retention(mut self, retention: Duration) -> Self {
+        self.closed_retention =
+            chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        self
     }
 
     fn expired(&self, state: &AlertState, now: DateTime<Utc>) -> bool {
@@ -456,6 +465,10 @@ impl StateStore for MemoryStore {
 
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.lock()?.retain(|_, s| !self.expired(s, now));
+        let retention = self.closed_retention;
+        self.incidents()?
+            .by_id
+            .retain(|_, i| i.closed_at.is_none_or(|at| now - at < retention));
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use super::{
     StoreError,
 };
 use crate::alert::{Alert, Status};
-use crate::incident::{Incident, IncidentQuery};
+use crate::incident::{Incident, IncidentQuery, IncidentState};
 use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 const RECORD_ALERT: &str = include_str!("record_alert.lua");
@@ -71,6 +71,7 @@ pub struct RedisStore {
     commit: Script,
     prefix: String,
     retention_ms: u64,
+    closed_retention_ms: u64,
 }
 
 /// The parts of an alert kept as one JSON document in its hash.
@@ -118,7 +119,14 @@ impl RedisStore {
             commit: Script::new(COMMIT_INCIDENT),
             prefix: opts.key_prefix.clone(),
             retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
+            closed_retention_ms: 30 * 24 * 3600 * 1000,
         })
+    }
+
+    /// Keeps closed incidents this long after they closed (default 30 days).
+    pub fn with_closed_retention(mut self, retention: Duration) -> Self {
+        self.closed_retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     fn alert_key(&self, fingerprint: &str) -> String {
@@ -513,7 +521,12 @@ impl StateStore for RedisStore {
                     .map(|d| d.timestamp_millis().to_string())
                     .unwrap_or_default(),
             )
-            .arg(c.outbox_event.unwrap_or(""));
+            .arg(c.outbox_event.unwrap_or(""))
+            .arg(if inc.state == IncidentState::Closed {
+                self.closed_retention_ms.to_string()
+            } else {
+                String::new()
+            });
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
         let written: i64 = invocation
@@ -537,10 +550,18 @@ impl StateStore for RedisStore {
                 break;
             }
             start += LIST_CHUNK;
-            for inc in self.load_incidents(&ids).await?.into_iter().flatten() {
-                if query.matches(&inc) && out.len() < query.limit {
-                    out.push(inc);
+            let mut gone = Vec::new();
+            for (id, inc) in ids.iter().zip(self.load_incidents(&ids).await?) {
+                match inc {
+                    Some(inc) if query.matches(&inc) && out.len() < query.limit => out.push(inc),
+                    Some(_) => {}
+                    None => gone.push(id.clone()),
                 }
+            }
+            if !gone.is_empty() {
+                // Closed incidents past their retention: drop them from the index.
+                let _: () = conn.zrem(&index, &gone).await.map_err(unavailable)?;
+                start -= gone.len() as isize;
             }
         }
         Ok(out)
