@@ -3,6 +3,8 @@
 //! limits, screens, workflow transitions), keeps issues in memory, and answers
 //! with Jira's shapes and error collections.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use serde_json::{Value, json};
 
 use incidentd::adapters::jira::{Config, Jira};
 use incidentd::adapters::{Adapter, DeliveryError, ExternalRef, Target, TicketState};
-use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
+use incidentd::incident::{Incident, Policy, TimelineEntry};
 use incidentd::rules::Level;
 
 // ---------------------------------------------------------------------------
@@ -583,36 +585,24 @@ async fn setup() -> (Jira, Target, Shared) {
 fn incident(id: &str) -> Incident {
     let t = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
     Incident {
-        id: id.to_string(),
         title: "HighErrorRate api-gateway prod".into(),
         description: "Alert HighErrorRate firing since 2025-06-01T10:00:00Z\nerror_ratio=0.12 > 0.05\n\nRunbook: https://runbooks.example.com/high-error-rate".into(),
-        state: IncidentState::New,
         priority: 1,
-        impact: Level::High,
         urgency: Level::High,
         category: None,
         subcategory: None,
         assignment_group: None,
-        service: Some("api-gateway".into()),
         configuration_items: vec!["gw-01".into()],
         major: true,
         alert_count: 1,
-        rule: "high-error-rate".into(),
         correlation_key: "api-gateway".into(),
         created_at: t,
         updated_at: t,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        external_refs: BTreeMap::new(),
-        closed_by: None,
         related: vec![],
         route: vec!["jira".into()],
         alerts: vec![],
         timeline: vec![],
-        timeline_dropped: 0,
         last_activity: t,
-        all_resolved_since: None,
         policy: Policy {
             window_s: 300,
             auto_resolve: true,
@@ -620,7 +610,7 @@ fn incident(id: &str) -> Incident {
             reopen_within_s: 3600,
             close_after_s: 86400,
         },
-        version: 1,
+        ..common::sample_incident(id)
     }
 }
 

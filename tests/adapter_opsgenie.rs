@@ -9,6 +9,8 @@
 //! open alias bumps `count`), a create after a close opens a new alert, and
 //! (optionally) a create becomes visible only a little later (async processing).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,44 +28,13 @@ use serde_json::{Value, json};
 use incidentd::adapters::opsgenie::{Config, Opsgenie};
 use incidentd::adapters::{Adapter, DeliveryError, ExternalRef, RemoteTicket, Target, TicketState};
 use incidentd::config::Problems;
-use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
-use incidentd::rules::Level;
+use incidentd::incident::{Incident, IncidentState, TimelineEntry};
 
 const KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
 
 // ---------------------------------------------------------------- the mock
 
-/// A canned answer given instead of (or, with `process`, after) the real one.
-struct Fault {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: String,
-    /// Handle the request anyway: a response lost after Opsgenie took it.
-    process: bool,
-}
-
-impl Fault {
-    fn plain(status: u16, body: &str) -> Fault {
-        Fault {
-            status,
-            headers: Vec::new(),
-            body: body.to_string(),
-            process: false,
-        }
-    }
-
-    fn response(&self) -> Response {
-        let mut r = (
-            StatusCode::from_u16(self.status).unwrap(),
-            self.body.clone(),
-        )
-            .into_response();
-        for (k, v) in &self.headers {
-            r.headers_mut().insert(*k, v.parse().unwrap());
-        }
-        r
-    }
-}
+use common::Fault;
 
 #[derive(Debug, Clone)]
 struct Alert {
@@ -480,47 +451,7 @@ async fn start_og() -> (String, Shared) {
 // ---------------------------------------------------------------- helpers
 
 fn incident(id: &str) -> Incident {
-    let t0 = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
-    Incident {
-        id: id.to_string(),
-        title: "High error rate on api-gateway".into(),
-        description: "error_ratio=0.12 > 0.05 on gw-01".into(),
-        state: IncidentState::New,
-        priority: 2,
-        impact: Level::High,
-        urgency: Level::Medium,
-        category: Some("network".into()),
-        subcategory: Some("latency".into()),
-        assignment_group: Some("sre".into()),
-        service: Some("api-gateway".into()),
-        configuration_items: vec!["gw-01".into(), "gw-02".into()],
-        major: false,
-        alert_count: 2,
-        rule: "high-error-rate".into(),
-        correlation_key: "HighErrorRate/api-gateway".into(),
-        created_at: t0,
-        updated_at: t0,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        external_refs: BTreeMap::new(),
-        closed_by: None,
-        related: Vec::new(),
-        route: vec!["genie".into()],
-        alerts: Vec::new(),
-        timeline: vec![entry("created", "rule high-error-rate opened it")],
-        timeline_dropped: 0,
-        last_activity: t0,
-        all_resolved_since: None,
-        policy: Policy {
-            window_s: 300,
-            auto_resolve: true,
-            resolve_after_s: 300,
-            reopen_within_s: 3600,
-            close_after_s: 86_400,
-        },
-        version: 1,
-    }
+    common::sample_incident(id)
 }
 
 fn entry(event: &str, cause: &str) -> TimelineEntry {

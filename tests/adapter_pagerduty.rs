@@ -7,7 +7,9 @@
 //! an open key adds a log entry, on a resolved key opens a new alert;
 //! acknowledge/resolve on a resolved key are dropped, still 202.
 
-use std::collections::{BTreeMap, VecDeque};
+mod common;
+
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use serde_json::{Value, json};
 use incidentd::adapters::pagerduty::{Config, PagerDuty};
 use incidentd::adapters::{Adapter, DeliveryError, ExternalRef, Target, TicketState};
 use incidentd::config::Problems;
-use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
+use incidentd::incident::{Incident, IncidentState, TimelineEntry};
 use incidentd::rules::Level;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -33,37 +35,7 @@ const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
 
 // ---------------------------------------------------------------- the mock
 
-/// A canned answer given instead of (or, with `process`, after) the real one.
-struct Fault {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: String,
-    /// Handle the event anyway: a response lost after PagerDuty took it.
-    process: bool,
-}
-
-impl Fault {
-    fn plain(status: u16, body: &str) -> Fault {
-        Fault {
-            status,
-            headers: Vec::new(),
-            body: body.to_string(),
-            process: false,
-        }
-    }
-
-    fn response(&self) -> Response {
-        let mut r = (
-            StatusCode::from_u16(self.status).unwrap(),
-            self.body.clone(),
-        )
-            .into_response();
-        for (k, v) in &self.headers {
-            r.headers_mut().insert(*k, v.parse().unwrap());
-        }
-        r
-    }
-}
+use common::Fault;
 
 #[derive(Debug, Clone)]
 struct Alert {
@@ -286,49 +258,17 @@ async fn start_pd() -> (String, Shared) {
 // ---------------------------------------------------------------- helpers
 
 fn incident(id: &str) -> Incident {
-    let t0 = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
+    let _t0 = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
     Incident {
-        id: id.to_string(),
-        title: "High error rate on api-gateway".into(),
-        description: "error_ratio=0.12 > 0.05 on gw-01".into(),
-        state: IncidentState::New,
         priority: 1,
-        impact: Level::High,
         urgency: Level::High,
-        category: Some("network".into()),
         subcategory: None,
-        assignment_group: Some("sre".into()),
-        service: Some("api-gateway".into()),
-        configuration_items: vec!["gw-01".into(), "gw-02".into()],
-        major: false,
-        alert_count: 2,
-        rule: "high-error-rate".into(),
-        correlation_key: "HighErrorRate/api-gateway".into(),
-        created_at: t0,
-        updated_at: t0,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        external_refs: BTreeMap::new(),
-        closed_by: None,
-        related: Vec::new(),
         route: vec!["pager".into()],
-        alerts: Vec::new(),
         timeline: vec![entry(
             "created",
             "rule high-error-rate opened it for HighErrorRate",
         )],
-        timeline_dropped: 0,
-        last_activity: t0,
-        all_resolved_since: None,
-        policy: Policy {
-            window_s: 300,
-            auto_resolve: true,
-            resolve_after_s: 300,
-            reopen_within_s: 3600,
-            close_after_s: 86_400,
-        },
-        version: 1,
+        ..common::sample_incident(id)
     }
 }
 

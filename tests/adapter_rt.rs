@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use incidentd::adapters::rt::{Config, Rt};
 use incidentd::adapters::{Adapter, DeliveryError, ExternalRef, Target, TicketState};
 use incidentd::config::Problems;
-use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
+use incidentd::incident::{Incident, Policy, TimelineEntry};
 use incidentd::rules::Level;
 
 // ---------------------------------------------------------------------------
@@ -38,36 +38,21 @@ use incidentd::rules::Level;
 fn incident(id: &str) -> Incident {
     let now = Utc::now();
     Incident {
-        id: id.to_string(),
-        title: "High error rate on api-gateway".into(),
         description: "error_ratio=0.12 > 0.05 since 10:00".into(),
-        state: IncidentState::New,
         priority: 1,
-        impact: Level::High,
         urgency: Level::High,
         category: Some("software".into()),
         subcategory: Some("api".into()),
-        assignment_group: Some("sre".into()),
-        service: Some("api-gateway".into()),
         configuration_items: vec!["api-gw-prod-1".into(), "api-gw-prod-2".into()],
         major: true,
-        alert_count: 2,
-        rule: "high-error-rate".into(),
         correlation_key: "itsmd-7f3c9a2e41b0".into(),
         created_at: now,
         updated_at: now,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        external_refs: BTreeMap::new(),
-        closed_by: None,
         related: vec![],
         route: vec!["rt".into()],
         alerts: vec![],
         timeline: vec![],
-        timeline_dropped: 0,
         last_activity: now,
-        all_resolved_since: None,
         policy: Policy {
             window_s: 300,
             auto_resolve: true,
@@ -75,7 +60,7 @@ fn incident(id: &str) -> Incident {
             reopen_within_s: 3600,
             close_after_s: 86_400,
         },
-        version: 1,
+        ..common::sample_incident(id)
     }
 }
 

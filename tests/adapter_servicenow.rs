@@ -4,6 +4,8 @@
 //! ignore, so a typo fails here instead of in production), keeps incidents in
 //! memory, and answers with ServiceNow's shapes, error bodies and quirks.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use incidentd::adapters::servicenow::{Config, ServiceNow};
 use incidentd::adapters::{Adapter, DeliveryError, ExternalRef, Target, TicketState};
-use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
+use incidentd::incident::{Incident, Policy, TimelineEntry};
 use incidentd::rules::Level;
 
 // ---------------------------------------------------------------------------
@@ -494,41 +496,26 @@ async fn setup_with(extra: &str) -> (ServiceNow, Target, Shared) {
 fn incident(id: &str) -> Incident {
     let t = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
     Incident {
-        id: id.to_string(),
         title: "HighErrorRate api-gateway prod".into(),
         description:
             "Alert HighErrorRate firing since 2025-06-01T10:00:00Z\nerror_ratio=0.12 threshold=0.05"
                 .into(),
-        state: IncidentState::New,
-        priority: 2,
-        impact: Level::High,
-        urgency: Level::Medium,
         category: Some("software".into()),
         subcategory: Some("web".into()),
         assignment_group: Some("287ebd7da9fe198100f92cc8d1d2154e".into()),
-        service: Some("api-gateway".into()),
         configuration_items: vec![
             "281190e3c0a8000b003f593aa3f20ca6".into(),
             "second-ci".into(),
         ],
-        major: false,
         alert_count: 1,
-        rule: "high-error-rate".into(),
         correlation_key: "api-gateway".into(),
         created_at: t,
         updated_at: t,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        external_refs: BTreeMap::new(),
-        closed_by: None,
         related: vec![],
         route: vec!["snow".into()],
         alerts: vec![],
         timeline: vec![],
-        timeline_dropped: 0,
         last_activity: t,
-        all_resolved_since: None,
         policy: Policy {
             window_s: 300,
             auto_resolve: true,
@@ -536,7 +523,7 @@ fn incident(id: &str) -> Incident {
             reopen_within_s: 3600,
             close_after_s: 86400,
         },
-        version: 1,
+        ..common::sample_incident(id)
     }
 }
 

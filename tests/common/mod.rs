@@ -190,3 +190,90 @@ pub async fn post_json(d: &Daemon, path: &str, body: &str) -> reqwest::Response 
         .await
         .expect("post")
 }
+
+/// An incident as the adapters' contract tests start from: every field set,
+/// state new, one timeline entry. Each test file overrides what it checks.
+pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
+    use chrono::TimeZone;
+    use incidentd::incident::{Incident, IncidentState, Policy, TimelineEntry};
+    use incidentd::rules::Level;
+    let t0 = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
+    Incident {
+        id: id.to_string(),
+        title: "High error rate on api-gateway".into(),
+        description: "error_ratio=0.12 > 0.05 on gw-01".into(),
+        state: IncidentState::New,
+        priority: 2,
+        impact: Level::High,
+        urgency: Level::Medium,
+        category: Some("network".into()),
+        subcategory: Some("latency".into()),
+        assignment_group: Some("sre".into()),
+        service: Some("api-gateway".into()),
+        configuration_items: vec!["gw-01".into(), "gw-02".into()],
+        major: false,
+        alert_count: 2,
+        rule: "high-error-rate".into(),
+        correlation_key: "HighErrorRate/api-gateway".into(),
+        created_at: t0,
+        updated_at: t0,
+        resolved_at: None,
+        closed_at: None,
+        reopen_count: 0,
+        external_refs: std::collections::BTreeMap::new(),
+        closed_by: None,
+        related: Vec::new(),
+        route: vec!["genie".into()],
+        alerts: Vec::new(),
+        timeline: vec![TimelineEntry {
+            at: chrono::Utc.with_ymd_and_hms(2025, 6, 1, 10, 5, 0).unwrap(),
+            event: "created".into(),
+            cause: "rule high-error-rate opened it".into(),
+        }],
+        timeline_dropped: 0,
+        last_activity: t0,
+        all_resolved_since: None,
+        policy: Policy {
+            window_s: 300,
+            auto_resolve: true,
+            resolve_after_s: 300,
+            reopen_within_s: 3600,
+            close_after_s: 86_400,
+        },
+        version: 1,
+    }
+}
+
+/// A canned answer a contract server gives instead of (or, with `process`,
+/// after) the real one.
+pub struct Fault {
+    pub status: u16,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: String,
+    /// Handle the request anyway: a response lost after the vendor took it.
+    pub process: bool,
+}
+
+impl Fault {
+    pub fn plain(status: u16, body: &str) -> Fault {
+        Fault {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+            process: false,
+        }
+    }
+
+    pub fn response(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut r = (
+            axum::http::StatusCode::from_u16(self.status).unwrap(),
+            self.body.clone(),
+        )
+            .into_response();
+        for (k, v) in &self.headers {
+            r.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        r
+    }
+}
