@@ -82,9 +82,9 @@ log:
   level: warn
 YAML
   target/release/incidentd run --config "$work/incidentd-$prefix.yaml" >"$work/incidentd-$prefix.log" 2>&1 &
-  pids+=("$!")
+  local pid=$!
   wait_port "$port"
-  echo "$!"
+  echo "$pid"
 }
 
 cat > "$work/am.yml" <<'YAML'
@@ -107,6 +107,7 @@ cpu_report() { # label pid start_ticks
 
 inc_port=$(free_port)
 inc_pid=$(start_incidentd "$inc_port" "flat")
+pids+=("$inc_pid")  # (started in a subshell: its pids+= did not reach us)
 echo "## 1. incidentd (Redis store) flat out, ${seconds}s"
 d0=$(ticks "$inc_pid"); r0=$(ticks "$redis_pid")
 target/release/incidentd-load --url "http://127.0.0.1:$inc_port" --kind incidentd \
@@ -122,6 +123,7 @@ echo "CPU used:"; cpu_report alertmanager "$am_pid" "$a0"
 echo; echo "## 3. incidentd at ${rate} alerts/s, ${seconds}s"
 rate_port=$(free_port)
 rate_pid=$(start_incidentd "$rate_port" "rate")
+pids+=("$rate_pid")
 target/release/incidentd-load --url "http://127.0.0.1:$rate_port" --kind incidentd \
   --seconds "$seconds" --rate "$rate" --pid "$rate_pid" --json "$work/rate.json"
 

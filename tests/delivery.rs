@@ -325,7 +325,7 @@ async fn two_instances_sharing_redis_deliver_each_incident_once() {
 }
 
 /// Starts the daemon binary on `cfg` and waits until it listens on `port`.
-fn spawn_daemon(cfg: &std::path::Path, port: u16) -> std::process::Child {
+fn spawn_daemon(cfg: &std::path::Path, port: u16) -> Running {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
         .args([
             "run",
@@ -343,7 +343,7 @@ fn spawn_daemon(cfg: &std::path::Path, port: u16) -> std::process::Child {
         assert!(Instant::now() < deadline, "daemon did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
+    Running(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,8 +386,7 @@ async fn sigkill_in_the_middle_of_deliveries_loses_nothing_and_duplicates_no_tic
         assert_eq!(r.status(), 200);
     }
     wait_for("some deliveries", || shared.lock().unwrap().got.len() >= 3).await;
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
     let delivered_before = shared.lock().unwrap().got.len();
     assert!(
         delivered_before < 20,
@@ -435,8 +434,7 @@ async fn sigkill_in_the_middle_of_deliveries_loses_nothing_and_duplicates_no_tic
         "{per_incident:#?}"
     );
     drop(got);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
 }
 
 #[tokio::test]

@@ -277,3 +277,19 @@ impl Fault {
         r
     }
 }
+
+/// A child process (a daemon binary) killed when the test ends, passing or failing.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
