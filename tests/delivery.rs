@@ -116,14 +116,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 async fn incident_ids(d: &incidentd::daemon::Daemon) -> Vec<String> {
-    let v: Value = client()
-        .get(format!("{}/api/v1/incidents", base(d)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(format!("{}/api/v1/incidents", base(d))).await;
     v["incidents"]
         .as_array()
         .unwrap()
@@ -163,14 +156,7 @@ async fn lifecycle_is_delivered_in_order(store: String) {
         "{events:?}"
     );
     // The incident records its ticket.
-    let inc: Value = client()
-        .get(format!("{}/api/v1/incidents/{id}", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inc: Value = get_json(format!("{}/api/v1/incidents/{id}", base(&d))).await;
     assert_eq!(inc["external_refs"]["hook"], id.as_str());
     d.shutdown().await.unwrap();
 }
@@ -218,14 +204,7 @@ async fn changes_made_while_the_endpoint_is_down_are_delivered_after_it_returns(
         );
         assert_eq!(events[0], "created");
     }
-    let metrics = client()
-        .get(format!("{}/metrics", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{}/metrics", base(&d))).await;
     assert!(
         metrics.contains("incidentd_delivery_retries_total{adapter=\"hook\"}"),
         "{metrics}"
@@ -240,16 +219,7 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
     let d = start_daemon(&config(dir.path(), "", &hook)).await;
     got.lock().unwrap().answer = Some(422);
     post_json(&d, AM, &alert("Down", "api", "a", "firing")).await;
-    let list = || async {
-        client()
-            .get(format!("{}/api/v1/deliveries", base(&d)))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let list = || async { get_json(format!("{}/api/v1/deliveries", base(&d))).await };
     let mut dead = Value::Null;
     for _ in 0..100 {
         dead = list().await;
@@ -277,12 +247,7 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
     .await;
     assert!(list().await["dead_letters"].as_array().unwrap().is_empty());
     assert_eq!(
-        client()
-            .post(format!("{}/api/v1/deliveries/{id}/retry", base(&d)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        post_status(format!("{}/api/v1/deliveries/{id}/retry", base(&d))).await,
         404
     );
     d.shutdown().await.unwrap();

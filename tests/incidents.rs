@@ -13,14 +13,7 @@ const AM: &str = "/api/v1/alerts/alertmanager";
 const RULES: &str = "rules:\n  dir: ../rules\n";
 
 async fn incidents(d: &incidentd::daemon::Daemon, query: &str) -> Vec<Value> {
-    let v: Value = client()
-        .get(format!("{}/api/v1/incidents{query}", base(d)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(format!("{}/api/v1/incidents{query}", base(d))).await;
     v["incidents"].as_array().unwrap().clone()
 }
 
@@ -135,14 +128,7 @@ async fn lifecycle_over_rest(d: incidentd::daemon::Daemon) {
     assert_eq!(list.len(), 1);
     let id = list[0]["id"].as_str().unwrap().to_string();
     let url = |tail: &str| format!("{}/api/v1/incidents/{id}{tail}", base(&d));
-    let inc: Value = client()
-        .get(url(""))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inc: Value = get_json(url("")).await;
     for field in [
         "id",
         "title",
@@ -180,14 +166,7 @@ async fn lifecycle_over_rest(d: incidentd::daemon::Daemon) {
 
     // Why did the second alert go there?
     let fp = inc["alerts"][1]["fingerprint"].as_str().unwrap();
-    let alert: Value = client()
-        .get(format!("{}/api/v1/alerts/{fp}", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alert: Value = get_json(format!("{}/api/v1/alerts/{fp}", base(&d))).await;
     assert_eq!(alert["explain"]["rules"][0]["rule"], "target-down");
     assert_eq!(alert["explain"]["rules"][0]["incident_id"], id.as_str());
     assert!(alert["explain"]["summary"].as_str().unwrap().contains(&id));
@@ -205,27 +184,13 @@ async fn lifecycle_over_rest(d: incidentd::daemon::Daemon) {
     for i in 1..=2 {
         assert_eq!(post_json(&d, AM, &resolve(i)).await.status(), 200);
     }
-    let inc: Value = client()
-        .get(url(""))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inc: Value = get_json(url("")).await;
     assert_eq!(inc["state"], "resolved");
     assert!(inc["resolved_at"].is_string());
     // A relapse within reopen_within_s reopens the same incident.
     let relapse = fire(1).replace("2026-11-25T03:29:01.917Z", "2026-11-25T03:49:01.917Z");
     assert_eq!(post_json(&d, AM, &relapse).await.status(), 200);
-    let inc: Value = client()
-        .get(url(""))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inc: Value = get_json(url("")).await;
     assert_eq!(inc["state"], "reopened");
     assert_eq!(inc["reopen_count"], 1);
     assert_eq!(
@@ -257,21 +222,11 @@ async fn lifecycle_over_rest(d: incidentd::daemon::Daemon) {
     assert_eq!(resolved.status(), 200);
     assert_eq!(resolved.json::<Value>().await.unwrap()["state"], "resolved");
     assert_eq!(
-        client()
-            .post(format!("{}/api/v1/incidents/nope/ack", base(&d)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        post_status(format!("{}/api/v1/incidents/nope/ack", base(&d))).await,
         404
     );
     assert_eq!(
-        client()
-            .get(format!("{}/api/v1/incidents?state=bogus", base(&d)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(format!("{}/api/v1/incidents?state=bogus", base(&d))).await,
         400
     );
     d.shutdown().await.unwrap();
@@ -298,14 +253,7 @@ async fn dropped_alerts_are_counted_and_not_kept() {
     assert_eq!(r.json::<Value>().await.unwrap()["dropped"], 1);
     assert!(alerts_by_fp(&d).await.is_empty());
     assert!(incidents(&d, "").await.is_empty());
-    let metrics = client()
-        .get(format!("{}/metrics", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{}/metrics", base(&d))).await;
     assert!(
         metrics.contains(r#"incidentd_alerts_dropped_total{rule="watchdog"} 1"#),
         "{metrics}"
@@ -351,14 +299,7 @@ async fn broken_rule_file_is_refused_on_reload_and_running_rules_stay() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["rules"], 1);
-    let metrics = client()
-        .get(format!("{}/metrics", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{}/metrics", base(&d))).await;
     assert!(metrics.contains(r#"incidentd_rules_reloads_total{result="failure"} 1"#));
     assert!(metrics.contains(r#"incidentd_rules_reloads_total{result="success"} 1"#));
     d.shutdown().await.unwrap();

@@ -285,14 +285,7 @@ async fn bad_requests_get_json_errors_are_counted_and_change_nothing() {
         "refused requests changed nothing"
     );
 
-    let metrics = client()
-        .get(format!("{}/metrics", base(&d)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{}/metrics", base(&d))).await;
     for reason in [
         "malformed_json",
         "missing_field",
@@ -338,7 +331,7 @@ async fn redis_outage_answers_503_never_2xx_and_recovers_without_restart() {
     let body = fixture_lines("alertmanager/am-0.25-webhook-v4.jsonl")[2].clone();
     let ready = |d: &incidentd::daemon::Daemon| {
         let url = format!("{}/readyz", base(d));
-        async move { client().get(url).send().await.unwrap().status().as_u16() }
+        async move { get_status(url).await.as_u16() }
     };
     assert_eq!(ready(&d).await, 200);
     assert_eq!(post_json(&d, AM, &body).await.status(), 200);

@@ -160,14 +160,7 @@ pub fn base(d: &Daemon) -> String {
 
 /// Every alert the daemon lists, by fingerprint.
 pub async fn alerts_by_fp(d: &Daemon) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let v: serde_json::Value = client()
-        .get(format!("{}/api/v1/alerts?limit=10000", base(d)))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(format!("{}/api/v1/alerts?limit=10000", base(d))).await;
     v["alerts"]
         .as_array()
         .expect("alerts array")
@@ -179,6 +172,40 @@ pub async fn alerts_by_fp(d: &Daemon) -> std::collections::BTreeMap<String, serd
             )
         })
         .collect()
+}
+
+/// `GET url`, the body as JSON.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json body")
+}
+
+/// `GET url`, the body as text.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text body")
+}
+
+/// `GET url`, the status only.
+pub async fn get_status(url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    client().get(url).send().await.expect("get").status()
+}
+
+/// `POST url` without a body, the status only.
+pub async fn post_status(url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    client().post(url).send().await.expect("post").status()
 }
 
 pub async fn post_json(d: &Daemon, path: &str, body: &str) -> reqwest::Response {
