@@ -229,6 +229,80 @@ pub fn secret(
     }
 }
 
+/// The credential fields of an adapter that takes a token or user + password.
+pub struct CredentialFields<'a> {
+    pub token: &'a Option<Secret>,
+    pub token_file: &'a Option<std::path::PathBuf>,
+    pub user: &'a Option<String>,
+    pub password: &'a Option<Secret>,
+    pub password_file: &'a Option<std::path::PathBuf>,
+}
+
+/// Credentials given as a token or as user + password.
+pub enum Credentials {
+    Token(Secret),
+    Basic { user: String, password: Secret },
+}
+
+impl CredentialFields<'_> {
+    /// Exactly one of the two ways, complete; problems recorded under `key`.
+    pub fn resolve(&self, key: &str, base_dir: &Path, p: &mut Problems<'_>) -> Option<Credentials> {
+        let has_token = self.token.is_some() || self.token_file.is_some();
+        let has_basic =
+            self.user.is_some() || self.password.is_some() || self.password_file.is_some();
+        match (has_token, has_basic) {
+            (true, true) => {
+                p.at(
+                    &format!("{key}.token"),
+                    "set token (or token_file) or user + password, not both",
+                );
+                None
+            }
+            (false, false) => {
+                p.at(
+                    key,
+                    "needs token (or token_file) or user + password (or password_file)",
+                );
+                None
+            }
+            (true, false) => secret(
+                self.token,
+                self.token_file,
+                &format!("{key}.token"),
+                base_dir,
+                true,
+                p,
+            )
+            .map(Credentials::Token),
+            (false, true) => {
+                let user = match self.user.as_deref().map(str::trim) {
+                    Some(u) if !u.is_empty() => Some(u.to_string()),
+                    Some(_) => {
+                        p.at(&format!("{key}.user"), "is empty");
+                        None
+                    }
+                    None => {
+                        p.at(&format!("{key}.user"), "is required with password");
+                        None
+                    }
+                };
+                let password = secret(
+                    self.password,
+                    self.password_file,
+                    &format!("{key}.password"),
+                    base_dir,
+                    true,
+                    p,
+                );
+                Some(Credentials::Basic {
+                    user: user?,
+                    password: password?,
+                })
+            }
+        }
+    }
+}
+
 /// Applies a config table of overrides (`name: value`) to named slots that hold
 /// their defaults, recording a problem for an unknown name (listing the known
 /// ones, as `what`) or an empty value. `false` when anything was wrong.

@@ -37,6 +37,7 @@ use serde::Deserialize;
 use super::{Auth, Rt, Statuses};
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
+use crate::adapters::{CredentialFields, Credentials};
 use crate::config::Problems;
 use crate::secret::Secret;
 
@@ -247,33 +248,15 @@ impl Config {
     }
 
     fn auth(&self, key: &str, base_dir: &Path, p: &mut Problems<'_>) -> Option<Auth> {
-        let has_token = self.token.is_some() || self.token_file.is_some();
-        let has_basic =
-            self.user.is_some() || self.password.is_some() || self.password_file.is_some();
-        match (has_token, has_basic) {
-            (true, true) => {
-                p.at(
-                    &format!("{key}.token"),
-                    "set token (or token_file) or user + password, not both",
-                );
-                None
-            }
-            (false, false) => {
-                p.at(
-                    key,
-                    "needs token (or token_file) or user + password (or password_file)",
-                );
-                None
-            }
-            (true, false) => {
-                let token = crate::adapters::secret(
-                    &self.token,
-                    &self.token_file,
-                    &format!("{key}.token"),
-                    base_dir,
-                    true,
-                    p,
-                )?;
+        let fields = CredentialFields {
+            token: &self.token,
+            token_file: &self.token_file,
+            user: &self.user,
+            password: &self.password,
+            password_file: &self.password_file,
+        };
+        match fields.resolve(key, base_dir, p)? {
+            Credentials::Token(token) => {
                 match reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose())) {
                     Ok(mut v) => {
                         v.set_sensitive(true);
@@ -289,27 +272,7 @@ impl Config {
                     }
                 }
             }
-            (false, true) => {
-                let user = match self.user.as_deref().map(str::trim) {
-                    Some(u) if !u.is_empty() => Some(u.to_string()),
-                    _ => {
-                        p.at(&format!("{key}.user"), "is required with password");
-                        None
-                    }
-                };
-                let password = crate::adapters::secret(
-                    &self.password,
-                    &self.password_file,
-                    &format!("{key}.password"),
-                    base_dir,
-                    true,
-                    p,
-                );
-                Some(Auth::Basic {
-                    user: user?,
-                    password: password?,
-                })
-            }
+            Credentials::Basic { user, password } => Some(Auth::Basic { user, password }),
         }
     }
 

@@ -37,6 +37,7 @@ use serde::Deserialize;
 use super::{Auth, Field, ServiceNow, StateValues};
 use crate::adapters::DeliveryConfig;
 use crate::adapters::text::Text;
+use crate::adapters::{CredentialFields, Credentials};
 use crate::config::Problems;
 use crate::secret::Secret;
 
@@ -274,58 +275,16 @@ impl Config {
 
     /// Exactly one of basic (user + password) or bearer (token).
     fn auth(&self, key: &str, base_dir: &Path, p: &mut Problems<'_>) -> Option<Auth> {
-        let has_basic =
-            self.user.is_some() || self.password.is_some() || self.password_file.is_some();
-        let has_token = self.token.is_some() || self.token_file.is_some();
-        match (has_basic, has_token) {
-            (true, true) => {
-                p.at(
-                    &format!("{key}.token"),
-                    "set user + password or token, not both",
-                );
-                None
-            }
-            (false, false) => {
-                p.at(
-                    key,
-                    "needs user + password (or password_file), or token (or token_file)",
-                );
-                None
-            }
-            (false, true) => crate::adapters::secret(
-                &self.token,
-                &self.token_file,
-                &format!("{key}.token"),
-                base_dir,
-                true,
-                p,
-            )
-            .map(Auth::Bearer),
-            (true, false) => {
-                let password = crate::adapters::secret(
-                    &self.password,
-                    &self.password_file,
-                    &format!("{key}.password"),
-                    base_dir,
-                    true,
-                    p,
-                );
-                let user = match &self.user {
-                    Some(u) if !u.trim().is_empty() => Some(u.clone()),
-                    Some(_) => {
-                        p.at(&format!("{key}.user"), "is empty");
-                        None
-                    }
-                    None => {
-                        p.at(&format!("{key}.user"), "is required with password");
-                        None
-                    }
-                };
-                Some(Auth::Basic {
-                    user: user?,
-                    password: password?,
-                })
-            }
-        }
+        let fields = CredentialFields {
+            token: &self.token,
+            token_file: &self.token_file,
+            user: &self.user,
+            password: &self.password,
+            password_file: &self.password_file,
+        };
+        Some(match fields.resolve(key, base_dir, p)? {
+            Credentials::Token(token) => Auth::Bearer(token),
+            Credentials::Basic { user, password } => Auth::Basic { user, password },
+        })
     }
 }
