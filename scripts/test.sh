@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust.
 #
-# Installs redis-server and Request Tracker 5 if they are missing (apt-get),
+# Installs redis-server (with redis-cli, for a private Redis Cluster) and Request
+# Tracker 5 if they are missing (apt-get),
 # starts private ones on free loopback ports, runs every test against them, and
 # stops them again, whatever the outcome. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -41,6 +42,7 @@ cleanup() {
   kill "$redis_pid" 2>/dev/null || true
   wait "$redis_pid" 2>/dev/null || true
   scripts/rt-server.sh stop "$rt_work" >/dev/null 2>&1 || true
+  scripts/redis-cluster.sh stop "$workdir/cluster" >/dev/null 2>&1 || true
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -52,6 +54,13 @@ done
 echo "test.sh: redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$port"
 
 export INCIDENTD_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+
+# A private three-node Redis Cluster: the store's contract and delivery across
+# instances are also tested against it.
+INCIDENTD_TEST_REDIS_CLUSTER_URL=$(scripts/redis-cluster.sh start "$workdir/cluster" \
+  "$(free_port)" "$(free_port)" "$(free_port)")
+export INCIDENTD_TEST_REDIS_CLUSTER_URL
+echo "test.sh: Redis Cluster at $INCIDENTD_TEST_REDIS_CLUSTER_URL"
 
 # A real Request Tracker for the rt adapter's end-to-end tests.
 rt_port=$(free_port)

@@ -172,6 +172,15 @@ async fn incident_changes_reach_the_webhook_once_and_in_order_redis_store() {
 }
 
 #[tokio::test]
+async fn incident_changes_reach_the_webhook_once_and_in_order_redis_cluster_store() {
+    lifecycle_is_delivered_in_order(redis_config(
+        &redis_cluster_url(),
+        &unique_prefix("deliver-cluster"),
+    ))
+    .await;
+}
+
+#[tokio::test]
 async fn changes_made_while_the_endpoint_is_down_are_delivered_after_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
@@ -255,11 +264,20 @@ async fn a_permanent_error_is_dead_lettered_and_an_operator_can_retry_it() {
 
 #[tokio::test]
 async fn two_instances_sharing_redis_deliver_each_incident_once() {
+    two_instances_deliver_each_incident_once(redis_url()).await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_a_redis_cluster_deliver_each_incident_once() {
+    two_instances_deliver_each_incident_once(redis_cluster_url()).await;
+}
+
+async fn two_instances_deliver_each_incident_once(url: String) {
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
     let cfg = config(
         dir.path(),
-        &redis_config(&redis_url(), &unique_prefix("pairdeliver")),
+        &redis_config(&url, &unique_prefix("pairdeliver")),
         &hook,
     );
     let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);

@@ -53,9 +53,17 @@ fn memory(retention: Duration) -> SharedStore {
 }
 
 fn redis(test: &str, retention: Duration) -> SharedStore {
+    redis_at(common::redis_url(), test, retention)
+}
+
+fn redis_cluster(test: &str, retention: Duration) -> SharedStore {
+    redis_at(common::redis_cluster_url(), test, retention)
+}
+
+fn redis_at(url: String, test: &str, retention: Duration) -> SharedStore {
     Arc::new(
         RedisStore::new(&RedisOptions {
-            url: common::redis_url(),
+            url,
             key_prefix: common::unique_prefix(test),
             resolved_retention: retention,
             connect_timeout: Duration::from_secs(1),
@@ -65,7 +73,8 @@ fn redis(test: &str, retention: Duration) -> SharedStore {
     )
 }
 
-/// Runs one async test body against both stores.
+/// Runs one async test body against the memory store, a Redis server and a
+/// Redis Cluster.
 macro_rules! both_stores {
     ($name:ident, $retention:expr, $body:expr) => {
         mod $name {
@@ -77,6 +86,10 @@ macro_rules! both_stores {
             #[tokio::test]
             async fn redis_store() {
                 ($body)(redis(stringify!($name), $retention)).await;
+            }
+            #[tokio::test]
+            async fn redis_cluster_store() {
+                ($body)(redis_cluster(stringify!($name), $retention)).await;
             }
         }
     };

@@ -99,7 +99,8 @@ impl Default for HttpConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `memory`, or `redis://HOST:PORT/DB` (also `rediss://`, `redis+unix://`).
+    /// `memory`, or `redis://HOST:PORT/DB` (also `rediss://`, `redis+unix://`),
+    /// or a Redis Cluster: `redis-cluster://HOST:PORT,HOST:PORT` (`rediss-cluster://`).
     pub url: String,
     /// Every Redis key starts with this.
     pub key_prefix: String,
@@ -367,13 +368,26 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
             resolved_retention: retention,
         }
     } else {
-        if !["redis://", "rediss://", "redis+unix://", "unix://"]
+        // The URL may carry a password: errors name its scheme, never the URL.
+        if let Some(nodes) = crate::store::redis_conn::cluster_nodes(&url) {
+            if let Some(e) = nodes
+                .iter()
+                .find_map(|n| redis::Client::open(n.as_str()).err())
+            {
+                p.at("store.url", format!("invalid Redis Cluster node: {e}"));
+            }
+        } else if crate::store::redis_conn::is_cluster_url(&url) {
+            p.at(
+                "store.url",
+                "a redis-cluster:// URL needs at least one host:port",
+            );
+        } else if !["redis://", "rediss://", "redis+unix://", "unix://"]
             .iter()
             .any(|s| url.starts_with(s))
         {
             p.at(
                 "store.url",
-                format!("{url:?}: expected `memory` or a redis:// URL"),
+                "expected `memory`, a redis:// URL or a redis-cluster://host:port,host:port URL",
             );
         } else if let Err(e) = redis::Client::open(url.as_str()) {
             p.at("store.url", format!("invalid Redis URL: {e}"));
@@ -536,6 +550,16 @@ mod tests {
             err.to_string().starts_with("test.yaml:2: http.listen"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redis_cluster_urls_are_accepted_and_a_bad_one_never_echoes_its_password() {
+        let c = parse_str("store:\n  url: redis-cluster://u:pw@10.0.0.1:7000,10.0.0.2:7000\n");
+        assert!(matches!(c.map(|c| c.store), Ok(StoreSettings::Redis(_))));
+        let err = parse_str("store:\n  url: redis-cluster://\n").unwrap_err();
+        assert!(err.to_string().contains("at least one host:port"), "{err}");
+        let err = parse_str("store:\n  url: mysql://u:secret-pw@x\n").unwrap_err();
+        assert!(!err.to_string().contains("secret-pw"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod instrumented;
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

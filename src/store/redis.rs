@@ -14,6 +14,9 @@
 //!   commit an incident, its slot and membership atomically on Redis Cluster too;
 //!   incidents are far fewer than alerts, so one slot holds them.
 //!
+//! On a Redis Cluster (`redis-cluster://` URLs, see `store::redis_conn`) the
+//! same layout holds: every Lua script and atomic pipeline touches one slot.
+//!
 //! A batch is one pipeline: per alert, `EVALSHA record_alert.lua` (atomic for that
 //! alert) and a `ZADD` to the index. The connection manager reconnects on its own;
 //! after a Redis restart the script cache is empty, so a `NOSCRIPT` answer loads
@@ -23,10 +26,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
+use super::redis_conn::{RedisConn, Timeouts};
 use super::{
     AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
     StoreError,
@@ -62,9 +65,9 @@ pub struct RedisOptions {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// For blocking stream reads only.
-    blocking: ConnectionManager,
+    blocking: RedisConn,
     lease: Script,
     unlease: Script,
     script: Script,
@@ -91,25 +94,21 @@ impl RedisStore {
     /// ready) while Redis is down, and connects when it comes up. Must be called
     /// inside a Tokio runtime: the connection manager spawns its task there.
     pub fn new(opts: &RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(opts.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.connect_timeout))
-            .set_response_timeout(Some(opts.response_timeout))
-            // Fail a call fast and let the caller answer 503; the manager keeps
-            // reconnecting in the background on later calls.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let blocking_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.connect_timeout))
-            // Room for the longest blocking read the outbox worker asks for.
-            .set_response_timeout(Some(opts.response_timeout + Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let blocking = ConnectionManager::new_lazy_with_config(client.clone(), blocking_config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let timeouts = Timeouts {
+            connect: opts.connect_timeout,
+            response: opts.response_timeout,
+        };
+        let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
+        let conn = RedisConn::new(&opts.url, timeouts).map_err(bad_url)?;
+        let blocking = RedisConn::new(
+            &opts.url,
+            Timeouts {
+                // Room for the longest blocking read the outbox worker asks for.
+                response: opts.response_timeout + Duration::from_secs(5),
+                ..timeouts
+            },
+        )
+        .map_err(bad_url)?;
         Ok(RedisStore {
             conn,
             blocking,

@@ -38,6 +38,14 @@ pub fn redis_url() -> String {
     )
 }
 
+/// A private three-node Redis Cluster (`redis-cluster://...`).
+pub fn redis_cluster_url() -> String {
+    std::env::var("INCIDENTD_TEST_REDIS_CLUSTER_URL").expect(
+        "INCIDENTD_TEST_REDIS_CLUSTER_URL is not set: run the suite with scripts/test.sh, \
+         which starts a private Redis Cluster",
+    )
+}
+
 /// A key prefix no other test uses, so tests share one Redis without flushing it.
 pub fn unique_prefix(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
