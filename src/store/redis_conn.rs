@@ -64,7 +64,7 @@ pub enum RedisConn {
 /// A cluster connection made on first use, and again after a failed attempt.
 #[derive(Clone)]
 pub struct LazyCluster {
-    client: ClusterClient,
+    client: Arc<ClusterClient>,
     conn: Arc<OnceCell<ClusterConnection>>,
 }
 
@@ -90,7 +90,7 @@ impl RedisConn {
                 .retries(2)
                 .build()?;
             return Ok(RedisConn::Cluster(LazyCluster {
-                client,
+                client: Arc::new(client),
                 conn: Arc::new(OnceCell::new()),
             }));
         }
