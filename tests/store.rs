@@ -383,3 +383,34 @@ async fn redis_store_reports_unavailable_then_recovers_after_restart() {
     assert!(recovered, "store did not recover after Redis came back");
     assert!(store.ping().await.is_ok());
 }
+
+#[tokio::test]
+async fn explanations_are_written_after_redis_lost_its_script_cache() {
+    let store = redis("explain-noscript", DAY);
+    let a = alert("ExplainMe", Status::Firing, 0);
+    store
+        .record_alerts(std::slice::from_ref(&a), t(0))
+        .await
+        .unwrap();
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let explain = incidentd::store::Explain {
+        at: t(1),
+        summary: "rule x: opened incident inc-1".into(),
+        rules: Vec::new(),
+    };
+    store
+        .set_explains(&[(a.fingerprint.clone(), explain)])
+        .await
+        .unwrap();
+    let got = store.get_alert(&a.fingerprint).await.unwrap().unwrap();
+    assert_eq!(
+        got.explain.map(|e| e.summary).as_deref(),
+        Some("rule x: opened incident inc-1")
+    );
+}

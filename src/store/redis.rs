@@ -71,6 +71,7 @@ pub struct RedisStore {
     lease: Script,
     unlease: Script,
     script: Script,
+    explain: Script,
     commit: Script,
     prefix: String,
     retention_ms: u64,
@@ -115,6 +116,7 @@ impl RedisStore {
             lease: Script::new(TAKE_LEASE),
             unlease: Script::new(DROP_LEASE),
             script: Script::new(RECORD_ALERT),
+            explain: Script::new(SET_EXPLAIN),
             commit: Script::new(COMMIT_INCIDENT),
             prefix: opts.key_prefix.clone(),
             retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
@@ -211,9 +213,9 @@ impl RedisStore {
         }
     }
 
-    async fn load_script(&self) -> Result<(), StoreError> {
+    async fn load_script(&self, script: &Script) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.script
+        script
             .prepare_invoke()
             .load_async(&mut conn)
             .await
@@ -354,7 +356,7 @@ impl StateStore for RedisStore {
             Err(e) if is_noscript(&e) => {
                 // Redis restarted (or SCRIPT FLUSH): nothing in this pipeline ran,
                 // since every EVALSHA failed, so running it again is safe.
-                self.load_script().await?;
+                self.load_script(&self.script).await?;
                 pipe.query_async(&mut conn).await.map_err(unavailable)?
             }
             Err(e) => return Err(unavailable(e)),
@@ -431,15 +433,21 @@ impl StateStore for RedisStore {
                 serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             // Only on a hash that still exists, so an expired alert is not
             // resurrected as a hash holding an explanation and nothing else.
-            pipe.cmd("EVAL")
-                .arg(SET_EXPLAIN)
-                .arg(1)
-                .arg(self.alert_key(fp))
-                .arg(json)
+            // EVALSHA: Redis need not hash the script's text on every call.
+            pipe.invoke_script(self.explain.key(self.alert_key(fp)).arg(json))
                 .ignore();
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_noscript(&e) => {
+                // Redis lost its script cache; writing an explanation twice is
+                // harmless, so the whole pipeline runs again.
+                self.load_script(&self.explain).await?;
+                pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn find_incidents(
