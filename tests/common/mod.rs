@@ -260,6 +260,9 @@ pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
         timeline_dropped: 0,
         last_activity: t0,
         all_resolved_since: None,
+        flapping: false,
+        flap_policy: None,
+        sla: None,
         policy: Policy {
             window_s: 300,
             auto_resolve: true,

@@ -1,0 +1,188 @@
+//! Flap detection: an alert that changes status too often is marked flapping,
+//! and while it flaps its resolves and re-fires neither resolve nor reopen its
+//! incident, so the ITSM ticket does not churn.
+//!
+//! - Every status change of a member alert is counted, the firing that brought
+//!   it into the incident included. `changes` changes within `window_s` mark it
+//!   flapping (timeline `flapping_started`).
+//! - While any of its alerts flaps, the incident is `flapping: true` and does
+//!   not auto-resolve; the flapping alerts' changes are kept on the alert (no
+//!   timeline entry each).
+//! - An alert stops flapping once it has kept its status for `settle_s`
+//!   (timeline `flapping_stopped`, at that time). Then the normal lifecycle
+//!   resumes: if every alert is resolved by then, the incident resolves, once.
+//!
+//! Changes before the threshold is reached follow the normal lifecycle (a rule's
+//! `resolve_after_s` is what absorbs the first bounce). Pure functions: the
+//! caller passes the time.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Incident;
+
+/// Built-in defaults, in the spirit of Nagios/Icinga flap detection (about a
+/// third of the recent samples changing): 4 changes (two fire/resolve bounces)
+/// within 15 minutes flap; 10 minutes without a change settle.
+pub const DEFAULT_CHANGES: u32 = 4;
+pub const DEFAULT_WINDOW_S: u64 = 900;
+pub const DEFAULT_SETTLE_S: u64 = 600;
+
+/// The flap detection settings an incident was opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlapPolicy {
+    /// Status changes within `window_s` that make an alert flapping (at least 2).
+    pub changes: u32,
+    pub window_s: u64,
+    /// How long a flapping alert must keep its status to stop flapping.
+    pub settle_s: u64,
+}
+
+impl Default for FlapPolicy {
+    fn default() -> Self {
+        FlapPolicy {
+            changes: DEFAULT_CHANGES,
+            window_s: DEFAULT_WINDOW_S,
+            settle_s: DEFAULT_SETTLE_S,
+        }
+    }
+}
+
+/// `flapping:` as written in the daemon config or a rule's `incident:` block.
+/// In a rule, a field left out takes the daemon config's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapSettings {
+    pub enabled: Option<bool>,
+    pub changes: Option<u32>,
+    pub window_s: Option<u64>,
+    pub settle_s: Option<u64>,
+}
+
+impl FlapSettings {
+    /// These settings over `base` (`None`: detection off).
+    pub fn over(&self, base: Option<FlapPolicy>) -> Option<FlapPolicy> {
+        let enabled = self.enabled.unwrap_or(base.is_some());
+        if !enabled {
+            return None;
+        }
+        let base = base.unwrap_or_default();
+        Some(FlapPolicy {
+            changes: self.changes.unwrap_or(base.changes),
+            window_s: self.window_s.unwrap_or(base.window_s),
+            settle_s: self.settle_s.unwrap_or(base.settle_s),
+        })
+    }
+
+    /// Problems with the values, as `(field, message)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.changes.is_some_and(|c| c < 2) {
+            out.push(("changes", "must be at least 2".to_string()));
+        }
+        if self.window_s == Some(0) {
+            out.push(("window_s", "must be greater than 0".to_string()));
+        }
+        out
+    }
+}
+
+/// Records a status change of member `fingerprint` at `now`. Returns whether
+/// the alert was already flapping (its change then needs no timeline entry of
+/// its own).
+pub fn record_change(inc: &mut Incident, fingerprint: &str, now: DateTime<Utc>) -> bool {
+    let Some(policy) = inc.flap_policy else {
+        return false;
+    };
+    let Some(member) = inc.alerts.iter_mut().find(|a| a.fingerprint == fingerprint) else {
+        return false;
+    };
+    if member.flapping {
+        return true;
+    }
+    let window = chrono::Duration::seconds(policy.window_s as i64);
+    member.changes.retain(|t| now - *t < window);
+    member.changes.push(now);
+    let keep = policy.changes as usize;
+    if member.changes.len() > keep {
+        let excess = member.changes.len() - keep;
+        member.changes.drain(..excess);
+    }
+    if member.changes.len() >= keep {
+        member.flapping = true;
+        member.changes.clear();
+        let who = super::lifecycle::describe(
+            member.labels.get("alertname").map(String::as_str),
+            &member.fingerprint,
+            &member.labels,
+        );
+        inc.flapping = true;
+        inc.push_timeline(
+            now,
+            "flapping_started",
+            format!(
+                "{who} changed status {} times within {}s: flapping; it resolves or \
+                 reopens nothing until it has kept its status for {}s",
+                policy.changes, policy.window_s, policy.settle_s
+            ),
+        );
+    }
+    false
+}
+
+/// Alerts that have kept their status for `settle_s` stop flapping. Returns
+/// when the last of them settled, if any did.
+pub fn settle(inc: &mut Incident, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let policy = inc.flap_policy?;
+    if !inc.flapping {
+        return None;
+    }
+    let settle = chrono::Duration::seconds(policy.settle_s as i64);
+    let mut settled: Vec<(DateTime<Utc>, String)> = Vec::new();
+    for member in inc.alerts.iter_mut().filter(|a| a.flapping) {
+        let at = member.status_changed_at + settle;
+        if at <= now {
+            member.flapping = false;
+            let who = super::lifecycle::describe(
+                member.labels.get("alertname").map(String::as_str),
+                &member.fingerprint,
+                &member.labels,
+            );
+            settled.push((
+                at,
+                format!(
+                    "{who} kept its status ({}) for {}s",
+                    member.status.as_str(),
+                    policy.settle_s
+                ),
+            ));
+        }
+    }
+    settled.sort();
+    let last = settled.last().map(|(at, _)| *at);
+    for (at, cause) in settled {
+        inc.push_timeline(at, "flapping_stopped", cause);
+    }
+    inc.flapping = inc.alerts.iter().any(|a| a.flapping);
+    if let Some(at) = last
+        && !inc.flapping
+    {
+        inc.updated_at = inc.updated_at.max(at);
+    }
+    last
+}
+
+/// When the next flapping alert settles, if one flaps.
+pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
+    let policy = inc.flap_policy?;
+    inc.alerts
+        .iter()
+        .filter(|a| a.flapping)
+        .map(|a| a.status_changed_at + chrono::Duration::seconds(policy.settle_s as i64))
+        .min()
+}
+
+/// Flapping member alerts (for the metrics).
+pub fn flapping_alerts(inc: &Incident) -> usize {
+    inc.alerts.iter().filter(|a| a.flapping).count()
+}
