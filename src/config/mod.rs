@@ -44,6 +44,15 @@ pub struct RawConfig {
     pub delivery: crate::outbox::worker::WorkerConfig,
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    /// Flap detection for every rule that does not set its own.
+    #[serde(default)]
+    pub flapping: crate::incident::flapping::FlapSettings,
+    /// Response and resolution targets by priority, and what a breach does.
+    #[serde(default)]
+    pub sla: crate::incident::sla::RawSla,
+    /// Expected heartbeats of the monitoring pipeline.
+    #[serde(default)]
+    pub heartbeats: Vec<crate::heartbeat::RawHeartbeat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +208,10 @@ pub struct Config {
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
     pub route_all_to: Vec<String>,
     pub closed_retention: Duration,
+    /// Flap detection defaults (`None`: off unless a rule turns it on).
+    pub flapping: Option<crate::incident::flapping::FlapPolicy>,
+    pub sla: crate::incident::sla::SlaPolicy,
+    pub heartbeats: Vec<std::sync::Arc<crate::heartbeat::HeartbeatSpec>>,
 }
 
 /// One problem in a config file.
@@ -266,6 +279,15 @@ impl<'a> Problems<'a> {
             column: None,
             message: format!("{path}: {}", message.into()),
         });
+    }
+
+    /// Problems recorded so far.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
     }
 
     fn at_line(&mut self, line: Option<usize>, column: Option<usize>, message: String) {
@@ -459,6 +481,16 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         }
     }
 
+    for (field, message) in raw.flapping.problems() {
+        p.at(&format!("flapping.{field}"), message);
+    }
+    let flapping = raw
+        .flapping
+        .over(Some(crate::incident::flapping::FlapPolicy::default()));
+    let adapter_names: Vec<&str> = raw.adapters.keys().map(String::as_str).collect();
+    let sla = raw.sla.validate(&adapter_names, p);
+    let heartbeats = crate::heartbeat::validate(&raw.heartbeats, &adapter_names, p);
+
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
     }
@@ -479,6 +511,9 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         after_manual_close: raw.incidents.after_manual_close,
         route_all_to: raw.incidents.route_all_to,
         closed_retention: Duration::from_secs(raw.incidents.closed_retention_s),
+        flapping,
+        sla,
+        heartbeats,
     }
 }
 
