@@ -41,6 +41,7 @@ fn shipped_examples_pass_check() {
         "pagerduty.yaml",
         "opsgenie.yaml",
         "webhook.yaml",
+        "heartbeats.yaml",
     ] {
         let out = Command::new(BIN)
             .args(["check", "--config", &example(name)])

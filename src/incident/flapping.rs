@@ -5,28 +5,34 @@
 //! - Every status change of a member alert is counted, the firing that brought
 //!   it into the incident included. `changes` changes within `window_s` mark it
 //!   flapping (timeline `flapping_started`).
-//! - While any of its alerts flaps, the incident is `flapping: true` and does
-//!   not auto-resolve; the flapping alerts' changes are kept on the alert (no
-//!   timeline entry each).
+//! - While any of its alerts flaps, the incident is `flapping: true` and keeps
+//!   the state it had: an open one does not auto-resolve, a resolved one is not
+//!   reopened (nor closed). The flapping alerts' changes are kept on the alert
+//!   (no timeline entry each).
 //! - An alert stops flapping once it has kept its status for `settle_s`
 //!   (timeline `flapping_stopped`, at that time). Then the normal lifecycle
-//!   resumes: if every alert is resolved by then, the incident resolves, once.
+//!   resumes, once: an open incident whose alerts all settled resolved
+//!   resolves; a resolved one whose alert settled firing reopens.
 //!
-//! Changes before the threshold is reached follow the normal lifecycle (a rule's
-//! `resolve_after_s` is what absorbs the first bounce). Pure functions: the
-//! caller passes the time.
+//! With the defaults, an alert that resolves and fires again within 5 minutes
+//! flaps at that re-fire: the first resolve goes through (nothing can know yet
+//! that it bounces), the reopen that would follow is held. A rule's
+//! `resolve_after_s` absorbs even the first bounce. Pure functions: the caller
+//! passes the time.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Incident;
 
-/// Built-in defaults, in the spirit of Nagios/Icinga flap detection (about a
-/// third of the recent samples changing): 4 changes (two fire/resolve bounces)
-/// within 15 minutes flap; 10 minutes without a change settle.
-pub const DEFAULT_CHANGES: u32 = 4;
-pub const DEFAULT_WINDOW_S: u64 = 900;
-pub const DEFAULT_SETTLE_S: u64 = 600;
+/// Built-in defaults: 3 changes (fire, resolve, fire again) within 5 minutes
+/// flap, the bounce Alertmanager's default 5-minute group interval makes
+/// visible; 5 minutes without a change settle. (Nagios and Icinga weigh the
+/// changes of their last 21 checks; an alert stream has no fixed check rate,
+/// so incidentd counts changes in a window.)
+pub const DEFAULT_CHANGES: u32 = 3;
+pub const DEFAULT_WINDOW_S: u64 = 300;
+pub const DEFAULT_SETTLE_S: u64 = 300;
 
 /// The flap detection settings an incident was opened with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,18 +93,29 @@ impl FlapSettings {
     }
 }
 
-/// Records a status change of member `fingerprint` at `now`. Returns whether
-/// the alert was already flapping (its change then needs no timeline entry of
-/// its own).
-pub fn record_change(inc: &mut Incident, fingerprint: &str, now: DateTime<Utc>) -> bool {
-    let Some(policy) = inc.flap_policy else {
+/// Whether a status change of member `fingerprint` at `now` would leave it
+/// flapping (it already flaps, or this change reaches the threshold).
+pub fn would_flap(inc: &Incident, fingerprint: &str, now: DateTime<Utc>) -> bool {
+    let (Some(policy), Some(member)) = (inc.flap_policy, inc.alert(fingerprint)) else {
         return false;
+    };
+    let window = chrono::Duration::seconds(policy.window_s as i64);
+    member.flapping
+        || member.changes.iter().filter(|t| now - **t < window).count() + 1
+            >= policy.changes as usize
+}
+
+/// Records a status change of member `fingerprint` at `now`; marks it (and
+/// the incident) flapping when the change reaches the threshold.
+pub fn record_change(inc: &mut Incident, fingerprint: &str, now: DateTime<Utc>) {
+    let Some(policy) = inc.flap_policy else {
+        return;
     };
     let Some(member) = inc.alerts.iter_mut().find(|a| a.fingerprint == fingerprint) else {
-        return false;
+        return;
     };
     if member.flapping {
-        return true;
+        return;
     }
     let window = chrono::Duration::seconds(policy.window_s as i64);
     member.changes.retain(|t| now - *t < window);
@@ -127,7 +144,6 @@ pub fn record_change(inc: &mut Incident, fingerprint: &str, now: DateTime<Utc>) 
             ),
         );
     }
-    false
 }
 
 /// Alerts that have kept their status for `settle_s` stop flapping. Returns

@@ -120,7 +120,14 @@ pub fn on_alert(
         }
         Some(inc) if inc.state == IncidentState::Resolved => {
             let resolved_at = inc.resolved_at.unwrap_or(inc.updated_at);
-            if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
+            if firing
+                && inc.alert(&alert.fingerprint).is_some()
+                && flapping::would_flap(&inc, &alert.fingerprint, now)
+            {
+                // A flapping alert does not reopen it; it reopens once the
+                // alert has settled firing (see `tick`).
+                Step::Update(Box::new(member_status(inc, alert, now)))
+            } else if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
                 let mut inc = inc;
                 inc.state = IncidentState::Reopened;
                 inc.reopen_count += 1;
@@ -260,9 +267,10 @@ fn member_status(mut inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Incide
         };
         // A flapping alert's every bounce would flood the timeline (and the
         // ticket): its `flapping_started` entry says it bounces.
-        if !flapping::record_change(&mut inc, &alert.fingerprint, now) {
+        if !member.flapping {
             inc.push_timeline(now, event, cause(alert));
         }
+        flapping::record_change(&mut inc, &alert.fingerprint, now);
         inc.updated_at = now;
     }
     settle(inc, now)
@@ -330,6 +338,18 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
         .map(|since| after(since, inc.policy.resolve_after_s).max(settled.unwrap_or(since)))
         .filter(|at| *at <= now);
     sla::tick(&mut inc, now, resolving_at);
+    if inc.state == IncidentState::Resolved
+        && let Some(at) = settled
+        && !inc.flapping
+        && inc.alerts.iter().any(|a| a.status == Status::Firing)
+    {
+        // Flapping held its reopen: the alert has settled firing.
+        inc.state = IncidentState::Reopened;
+        inc.reopen_count += 1;
+        inc.resolved_at = None;
+        inc.updated_at = at;
+        inc.push_timeline(at, "reopened", "an alert settled firing after flapping");
+    }
     if let Some(at) = resolving_at {
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(at);
@@ -345,6 +365,7 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
         );
     }
     if inc.state == IncidentState::Resolved
+        && !inc.flapping
         && let Some(resolved) = inc.resolved_at
         && after(resolved, inc.policy.close_after_s) <= now
     {
@@ -370,7 +391,8 @@ pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
         s if s.is_open() && inc.policy.auto_resolve && !inc.flapping => inc
             .all_resolved_since
             .map(|since| after(since, inc.policy.resolve_after_s)),
-        IncidentState::Resolved => inc
+        // A flapping resolved incident is not closed under its alert.
+        IncidentState::Resolved if !inc.flapping => inc
             .resolved_at
             .map(|at| after(at, inc.policy.close_after_s)),
         _ => None,
