@@ -208,8 +208,8 @@ pub struct Config {
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
     pub route_all_to: Vec<String>,
     pub closed_retention: Duration,
-    /// Flap detection defaults (`None`: off unless a rule turns it on).
-    pub flapping: Option<crate::incident::flapping::FlapPolicy>,
+    /// Flap detection: on for every rule, or only for rules that turn it on.
+    pub flapping: crate::incident::flapping::FlapDefaults,
     pub sla: crate::incident::sla::SlaPolicy,
     pub heartbeats: Vec<std::sync::Arc<crate::heartbeat::HeartbeatSpec>>,
 }
@@ -484,9 +484,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
     for (field, message) in raw.flapping.problems() {
         p.at(&format!("flapping.{field}"), message);
     }
-    let flapping = raw
-        .flapping
-        .over(Some(crate::incident::flapping::FlapPolicy::default()));
+    let flapping = raw.flapping.defaults();
     let adapter_names: Vec<&str> = raw.adapters.keys().map(String::as_str).collect();
     let sla = raw.sla.validate(&adapter_names, p);
     let heartbeats = crate::heartbeat::validate(&raw.heartbeats, &adapter_names, p);

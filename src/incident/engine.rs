@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use chrono::{DateTime, Utc};
 
-use super::flapping::FlapPolicy;
+use super::flapping::FlapDefaults;
 use super::lifecycle::{self, Step};
 use super::sla::{self, SlaPolicy};
 use super::{Incident, IncidentState};
@@ -52,8 +52,8 @@ pub struct Engine {
     route_all_to: Vec<String>,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
-    /// Flap detection for rules that do not say otherwise (`None`: off).
-    flapping: Option<FlapPolicy>,
+    /// Flap detection for rules that do not say otherwise.
+    flapping: FlapDefaults,
     /// SLA targets and escalation, applied to every new incident.
     sla: SlaPolicy,
 }
@@ -106,14 +106,15 @@ impl Engine {
             route_all_to: Vec::new(),
             rules: RwLock::new(rules),
             metrics,
-            flapping: Some(FlapPolicy::default()),
+            flapping: FlapDefaults::default(),
             sla: SlaPolicy::default(),
         }
     }
 
-    /// Flap detection for rules without their own `flapping:` (`None`: off).
-    pub fn with_flapping(mut self, policy: Option<FlapPolicy>) -> Self {
-        self.flapping = policy;
+    /// Flap detection for rules without their own `flapping:`, and the values
+    /// rules that have one inherit.
+    pub fn with_flapping(mut self, defaults: FlapDefaults) -> Self {
+        self.flapping = defaults;
         self
     }
 
@@ -137,8 +138,8 @@ impl Engine {
             }
         }
         inc.flap_policy = match flapping {
-            Some(own) => own.over(self.flapping),
-            None => self.flapping,
+            Some(own) => own.over(&self.flapping),
+            None => self.flapping.policy(),
         };
         inc.sla = self.sla.start(inc);
     }

@@ -54,8 +54,25 @@ impl Default for FlapPolicy {
     }
 }
 
+/// The daemon config's flap detection: off unless `flapping.enabled: true`
+/// (so an upgrade does not change how existing rules' incidents behave), with
+/// the values rules inherit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlapDefaults {
+    pub enabled: bool,
+    pub policy: FlapPolicy,
+}
+
+impl FlapDefaults {
+    /// The policy of an incident whose rule says nothing about flapping.
+    pub fn policy(&self) -> Option<FlapPolicy> {
+        self.enabled.then_some(self.policy)
+    }
+}
+
 /// `flapping:` as written in the daemon config or a rule's `incident:` block.
-/// In a rule, a field left out takes the daemon config's value.
+/// In a rule, a field left out takes the daemon config's value, and the block
+/// turns detection on unless it says `enabled: false`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlapSettings {
@@ -66,18 +83,25 @@ pub struct FlapSettings {
 }
 
 impl FlapSettings {
-    /// These settings over `base` (`None`: detection off).
-    pub fn over(&self, base: Option<FlapPolicy>) -> Option<FlapPolicy> {
-        let enabled = self.enabled.unwrap_or(base.is_some());
-        if !enabled {
-            return None;
+    /// As the daemon config's `flapping:`.
+    pub fn defaults(&self) -> FlapDefaults {
+        FlapDefaults {
+            enabled: self.enabled.unwrap_or(false),
+            policy: self.fill(FlapPolicy::default()),
         }
-        let base = base.unwrap_or_default();
-        Some(FlapPolicy {
+    }
+
+    /// As a rule's `flapping:`, over the daemon config's (`None`: off).
+    pub fn over(&self, base: &FlapDefaults) -> Option<FlapPolicy> {
+        self.enabled.unwrap_or(true).then(|| self.fill(base.policy))
+    }
+
+    fn fill(&self, base: FlapPolicy) -> FlapPolicy {
+        FlapPolicy {
             changes: self.changes.unwrap_or(base.changes),
             window_s: self.window_s.unwrap_or(base.window_s),
             settle_s: self.settle_s.unwrap_or(base.settle_s),
-        })
+        }
     }
 
     /// Problems with the values, as `(field, message)`.

@@ -323,3 +323,25 @@ impl Drop for Running {
         self.kill();
     }
 }
+
+/// Starts the daemon binary on `cfg` and waits until it listens on `port`.
+pub fn spawn_daemon(cfg: &Path, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
