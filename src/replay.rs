@@ -59,6 +59,10 @@ pub async fn replay(
         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         match format.decode(&bytes, at) {
             Ok(alerts) => {
+                // As the webhook endpoint does: a delivery is activity on it.
+                sim.activity("webhook", format.as_str(), at)
+                    .await
+                    .map_err(|e| format!("line {}: {e}", n + 1))?;
                 sim.feed(format.as_str(), alerts, at)
                     .await
                     .map_err(|e| format!("line {}: {e}", n + 1))?;
