@@ -452,3 +452,94 @@ pub fn rule(name: &str) -> String {
 fn key(name: &str) -> String {
     format!("heartbeat|{name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+    use crate::incident::engine::Engine;
+    use crate::metrics::Metrics;
+    use crate::rules::RuleSet;
+    use crate::store::SharedStore;
+    use crate::store::memory::MemoryStore;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn specs() -> Vec<Arc<HeartbeatSpec>> {
+        let raw: Vec<RawHeartbeat> = serde_norway::from_str(
+            "- name: kafka-alerts\n  source: {kind: kafka, name: alerts}\n  interval_s: 600\n",
+        )
+        .unwrap();
+        let mut p = Problems::new(std::path::Path::new("c.yaml"), "");
+        let specs = validate(&raw, &[], &mut p);
+        assert!(p.is_empty());
+        specs
+    }
+
+    /// An instance (its own engine and heartbeats) on a shared store.
+    fn instance(store: &SharedStore, started: DateTime<Utc>) -> Heartbeats {
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            Arc::new(RuleSet::empty()),
+            metrics,
+        ));
+        Heartbeats::new(specs(), engine, Some(started))
+    }
+
+    async fn open(store: &SharedStore) -> Vec<Incident> {
+        store
+            .list_incidents(&crate::incident::IncidentQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn instances_share_last_seen_and_a_fresh_one_resolves_only_a_real_return() {
+        let store: SharedStore = Arc::new(MemoryStore::new(std::time::Duration::from_secs(3600)));
+        let a = instance(&store, t(0));
+        a.observe_activity("kafka", "alerts", t(60)).await;
+        a.check(t(600)).await.unwrap();
+        assert!(open(&store).await.is_empty(), "seen at 60s: due at 660s");
+        a.check(t(661)).await.unwrap();
+        let incidents = open(&store).await;
+        assert_eq!(incidents.len(), 1);
+        assert_eq!(incidents[0].created_at, t(660));
+        // A second instance starting now is not silent yet, and must not take
+        // its own fresh start for the heartbeat's return.
+        let b = instance(&store, t(700));
+        b.check(t(710)).await.unwrap();
+        a.check(t(710)).await.unwrap();
+        assert_eq!(open(&store).await[0].state, IncidentState::New);
+        // Activity seen by B resolves the incident A opened, at that time; one
+        // incident however many instances check.
+        b.observe_activity("kafka", "alerts", t(720)).await;
+        a.check(t(721)).await.unwrap();
+        b.check(t(721)).await.unwrap();
+        let incidents = open(&store).await;
+        assert_eq!(incidents.len(), 1);
+        assert_eq!(incidents[0].state, IncidentState::Resolved);
+        assert_eq!(incidents[0].resolved_at, Some(t(720)));
+    }
+
+    #[tokio::test]
+    async fn the_open_incident_gauge_counts_from_the_store() {
+        let store: SharedStore = Arc::new(MemoryStore::new(std::time::Duration::from_secs(3600)));
+        let a = instance(&store, t(0));
+        a.check(t(601)).await.unwrap();
+        let m =
+            crate::incident::metrics::IncidentMetrics::new(&prometheus::Registry::new()).unwrap();
+        crate::incident::metrics::refresh(&store, &m).await.unwrap();
+        // Impact high, urgency high (the defaults): priority 1.
+        assert_eq!(m.open.with_label_values(&["1"]).get(), 1);
+        assert_eq!(m.open.with_label_values(&["3"]).get(), 0);
+    }
+}

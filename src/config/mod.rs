@@ -596,4 +596,38 @@ mod tests {
         let err = parse_str("store:\n  url: ${REDIS_URL}\n").unwrap_err();
         assert_eq!(err.0[0].line, Some(2));
     }
+
+    #[test]
+    fn flapping_sla_and_heartbeat_errors_are_reported_at_once_with_their_lines() {
+        let err = parse_str(
+            "flapping:\n  changes: 1\nsla:\n  targets:\n    7: {respond_within_s: 60}\n  escalation:\n    route: [nowhere]\nheartbeats:\n  - name: wd\n    interval_s: 0\n    match: ['alertname=\"Watchdog\"']\n  - name: both\n    interval_s: 60\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "test.yaml:2: flapping.changes",
+            "sla.targets.7",
+            "test.yaml:7: sla.escalation.route",
+            "heartbeats.wd.interval_s",
+            "give either `match`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sla_and_heartbeats_are_validated_into_what_the_daemon_runs_on() {
+        let c = parse_str(
+            "sla:\n  targets:\n    1: {respond_within_s: 900}\nheartbeats:\n  - name: kafka-alerts\n    source: {kind: kafka, name: alerts}\n    interval_s: 600\n    urgency: medium\n",
+        )
+        .unwrap();
+        assert_eq!(c.sla.targets[&1].respond_within_s, Some(900));
+        assert_eq!(c.sla.escalation.raise_priority, 1);
+        assert_eq!(c.heartbeats.len(), 1);
+        assert_eq!(
+            c.heartbeats[0].title,
+            "monitoring pipeline silent: kafka-alerts"
+        );
+        assert!(!c.flapping.enabled, "flap detection is off by default");
+    }
 }

@@ -226,3 +226,137 @@ pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
 pub fn flapping_alerts(inc: &Incident) -> usize {
     inc.alerts.iter().filter(|a| a.flapping).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+    use crate::alert::{Alert, Status, label_fingerprint};
+    use crate::rules::RuleSet;
+    use crate::simulate::Simulation;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn alert(name: &str, status: Status, at: DateTime<Utc>) -> Alert {
+        let labels: std::collections::BTreeMap<String, String> =
+            [("alertname".to_string(), name.to_string())].into();
+        Alert {
+            source: "test".into(),
+            fingerprint: label_fingerprint(&labels),
+            status,
+            labels,
+            annotations: Default::default(),
+            severity: None,
+            starts_at: None,
+            ends_at: None,
+            generator_url: None,
+            received_at: at,
+        }
+    }
+
+    /// Two rules: `steady` says nothing about flapping, `bouncy` turns it on
+    /// with its own threshold.
+    fn sim(config: &str) -> Simulation {
+        let rules = RuleSet::from_sources(&[(
+            "r.yaml".into(),
+            "rules:\n  - name: steady\n    match: [alertname=\"Steady\"]\n    incident: {title: s, impact: low, urgency: low}\n  - name: bouncy\n    match: [alertname=\"Bouncy\"]\n    incident:\n      title: b\n      impact: low\n      urgency: low\n      flapping: {changes: 4}\n".into(),
+        )])
+        .unwrap();
+        let config = crate::config::parse(
+            std::path::Path::new("c.yaml"),
+            config,
+            &Default::default(),
+            |_| None,
+        )
+        .unwrap();
+        Simulation::configured(Arc::new(rules), Some(&config)).unwrap()
+    }
+
+    async fn bounce(sim: &Simulation, name: &str, changes: i64) {
+        for i in 0..changes {
+            let status = if i % 2 == 0 {
+                Status::Firing
+            } else {
+                Status::Resolved
+            };
+            sim.feed("test", vec![alert(name, status, t(i * 10))], t(i * 10))
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn detection_is_off_unless_the_config_or_the_rule_turns_it_on() {
+        let s = sim("");
+        bounce(&s, "Steady", 5).await;
+        bounce(&s, "Bouncy", 4).await;
+        let all = s.incidents().await.unwrap();
+        let steady = all.iter().find(|i| i.rule == "steady").unwrap();
+        let bouncy = all.iter().find(|i| i.rule == "bouncy").unwrap();
+        assert!(!steady.flapping && steady.flap_policy.is_none());
+        assert_eq!(steady.reopen_count, 2, "no detection: it churns");
+        // The rule's block turns it on, with the config's window and settle time.
+        assert_eq!(
+            bouncy.flap_policy,
+            Some(FlapPolicy {
+                changes: 4,
+                ..FlapPolicy::default()
+            })
+        );
+        assert!(bouncy.flapping);
+    }
+
+    #[tokio::test]
+    async fn a_rule_can_turn_off_what_the_config_turns_on() {
+        let rules = RuleSet::from_sources(&[(
+            "r.yaml".into(),
+            "rules:\n  - name: quiet\n    incident: {title: q, impact: low, urgency: low, flapping: {enabled: false}}\n".into(),
+        )])
+        .unwrap();
+        let config = crate::config::parse(
+            std::path::Path::new("c.yaml"),
+            "flapping: {enabled: true, changes: 2}\n",
+            &Default::default(),
+            |_| None,
+        )
+        .unwrap();
+        let s = Simulation::configured(Arc::new(rules), Some(&config)).unwrap();
+        bounce(&s, "Any", 3).await;
+        let inc = &s.incidents().await.unwrap()[0];
+        assert!(inc.flap_policy.is_none() && !inc.flapping);
+    }
+
+    #[tokio::test]
+    async fn with_the_config_on_every_rule_flaps_and_settles() {
+        let s = sim("flapping: {enabled: true, changes: 3, window_s: 60, settle_s: 120}\n");
+        bounce(&s, "Steady", 5).await;
+        let inc = &s.incidents().await.unwrap()[0];
+        assert!(inc.flapping);
+        // Last change (firing) at 40s: settled at 160s, not before.
+        assert_eq!(next_due(inc), Some(t(160)));
+        s.advance(t(159)).await.unwrap();
+        assert!(s.incidents().await.unwrap()[0].flapping);
+        s.advance(t(160)).await.unwrap();
+        let inc = &s.incidents().await.unwrap()[0];
+        assert!(!inc.flapping);
+        assert_eq!(inc.alerts[0].status, Status::Firing);
+        assert_eq!(inc.timeline.last().map(|e| e.at), Some(t(160)));
+    }
+
+    #[test]
+    fn settings_check_their_values() {
+        let bad = FlapSettings {
+            changes: Some(1),
+            window_s: Some(0),
+            ..FlapSettings::default()
+        };
+        let fields: Vec<_> = bad.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["changes", "window_s"]);
+        assert!(FlapSettings::default().problems().is_empty());
+    }
+}

@@ -292,3 +292,108 @@ pub fn new_breaches(before: Option<&Incident>, after: &Incident) -> Vec<&'static
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use crate::alert::{Alert, Status, label_fingerprint};
+    use crate::rules::RuleSet;
+    use crate::simulate::Simulation;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    /// One rule (impact high, urgency medium: priority 2); priority 2 must be
+    /// acknowledged within 60s and resolved within 600s.
+    fn sim() -> Simulation {
+        let rules = RuleSet::from_sources(&[(
+            "r.yaml".into(),
+            "rules:\n  - name: r\n    incident: {title: x, impact: high, urgency: medium}\n".into(),
+        )])
+        .unwrap();
+        let config = crate::config::parse(
+            std::path::Path::new("c.yaml"),
+            "sla:\n  targets:\n    2: {respond_within_s: 60, resolve_within_s: 600}\n  escalation: {raise_priority: 3}\n",
+            &Default::default(),
+            |_| None,
+        )
+        .unwrap();
+        Simulation::configured(Arc::new(rules), Some(&config)).unwrap()
+    }
+
+    fn alert(at: DateTime<Utc>) -> Alert {
+        let labels: std::collections::BTreeMap<String, String> =
+            [("alertname".to_string(), "Down".to_string())].into();
+        Alert {
+            source: "test".into(),
+            fingerprint: label_fingerprint(&labels),
+            status: Status::Firing,
+            labels,
+            annotations: Default::default(),
+            severity: None,
+            starts_at: None,
+            ends_at: None,
+            generator_url: None,
+            received_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_breach_is_recorded_at_its_deadline_and_escalates_once() {
+        let s = sim();
+        s.feed("test", vec![alert(t(0))], t(0)).await.unwrap();
+        let inc = &s.incidents().await.unwrap()[0];
+        let sla = inc.sla.as_ref().unwrap();
+        assert_eq!(
+            (sla.respond_by, sla.resolve_by),
+            (Some(t(60)), Some(t(600)))
+        );
+        assert_eq!(super::super::lifecycle::next_due(inc), Some(t(60)));
+        // Ticked late, and twice: one breach, at the deadline.
+        s.advance(t(90)).await.unwrap();
+        s.advance(t(95)).await.unwrap();
+        let inc = &s.incidents().await.unwrap()[0];
+        assert_eq!(inc.sla.as_ref().unwrap().response_breached_at, Some(t(60)));
+        // Raised by 3 from 2, but never above 1.
+        assert_eq!(inc.priority, 1);
+        let breaches: Vec<_> = inc
+            .timeline
+            .iter()
+            .filter(|e| e.event == "sla_breached")
+            .collect();
+        assert_eq!(breaches.len(), 1);
+        assert_eq!(breaches[0].at, t(60));
+        assert_eq!(super::super::lifecycle::next_due(inc), Some(t(600)));
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_after_a_deadline_nobody_ticked_is_still_a_breach() {
+        let s = sim();
+        s.feed("test", vec![alert(t(0))], t(0)).await.unwrap();
+        let id = s.incidents().await.unwrap()[0].id.clone();
+        // No tick between the deadline and the acknowledgement (daemon down).
+        s.engine().acknowledge(&id, "alice", t(120)).await.unwrap();
+        let inc = &s.incidents().await.unwrap()[0];
+        let sla = inc.sla.as_ref().unwrap();
+        assert_eq!(sla.responded_at, Some(t(120)));
+        assert_eq!(sla.response_breached_at, Some(t(60)));
+    }
+
+    #[tokio::test]
+    async fn a_timely_resolution_stops_both_timers() {
+        let s = sim();
+        s.feed("test", vec![alert(t(0))], t(0)).await.unwrap();
+        let id = s.incidents().await.unwrap()[0].id.clone();
+        s.engine().resolve(&id, "bob", t(30)).await.unwrap();
+        s.advance(t(10_000)).await.unwrap();
+        let inc = &s.incidents().await.unwrap()[0];
+        let sla = inc.sla.as_ref().unwrap();
+        assert_eq!(sla.responded_at, Some(t(30)));
+        assert!(sla.response_breached_at.is_none() && sla.resolution_breached_at.is_none());
+        assert_eq!(inc.priority, 2);
+    }
+}
