@@ -5,6 +5,8 @@
 //! ```yaml
 //! # rules/tests/target-down.yaml
 //! rules_dir: ..              # optional; default: the parent of this file's directory
+//! config: config/incidents.yaml  # optional; a daemon config, relative to this file:
+//!                            # its flapping, sla, heartbeats, incidents settings apply
 //! start: 2026-11-25T04:00:00Z  # optional; time 0s of the axis (default 2026-01-01T00:00:00Z)
 //! tests:
 //!   - name: three instances of one service down are one incident
@@ -13,6 +15,12 @@
 //!         labels: {alertname: TargetDown, service: checkout-api, instance: a:1}
 //!         annotations: {summary: a is down}     # optional
 //!         status: firing                         # default firing
+//!     actions:                # optional; what people and sources do
+//!       - at: 10m
+//!         acknowledge: 1      # or resolve: N; N-th incident listed then, oldest first
+//!         by: alice           # optional, default test
+//!       - at: 12m
+//!         activity: {kind: kafka, name: alerts}  # a source seen active (heartbeats)
 //!     expect:
 //!       - at: 1m
 //!         incidents:          # all incidents at that time, oldest first
@@ -25,7 +33,15 @@
 //! Expected incident fields, each optional: `title`, `description`, `state`,
 //! `priority`, `impact`, `urgency`, `category`, `subcategory`,
 //! `assignment_group`, `service`, `configuration_items`, `alert_count`, `rule`,
-//! `reopen_count`, `major`. Times: `90s`, `5m`, `1h30m`, or plain seconds.
+//! `reopen_count`, `major`, `flapping`, `flapping_alerts` (members flapping),
+//! `route`, `timeline` (every event name, in order), `sla_response_breached`,
+//! `sla_resolution_breached`. Times: `90s`, `5m`, `1h30m`, or plain seconds.
+//! At equal times alerts come first, then actions, then checks.
+//!
+//! Without `config:` the simulation runs on the daemon's built-in settings (no
+//! SLA, no heartbeats, flap detection off). The simulation is built from the
+//! validated config (`Simulation::configured`), so a config error fails the
+//! file with the config's own file:line messages.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -121,23 +121,18 @@ impl IncidentMetrics {
 pub async fn refresh(store: &SharedStore, m: &IncidentMetrics) -> Result<(), StoreError> {
     let mut open = [0i64; 5];
     let mut flapping_alerts = 0i64;
-    for state in [
-        super::IncidentState::New,
-        super::IncidentState::InProgress,
-        super::IncidentState::Reopened,
-    ] {
-        let list = store
-            .list_incidents(&IncidentQuery {
-                state: Some(state),
-                limit: usize::MAX,
-                ..IncidentQuery::default()
-            })
-            .await?;
-        for inc in &list {
-            let p = usize::from(inc.priority.clamp(1, 5)) - 1;
-            open[p] += 1;
-            flapping_alerts += flapping::flapping_alerts(inc) as i64;
-        }
+    // One pass over the listing (the store filters by state on the client side
+    // anyway).
+    let all = store
+        .list_incidents(&IncidentQuery {
+            limit: usize::MAX,
+            ..IncidentQuery::default()
+        })
+        .await?;
+    for inc in all.iter().filter(|i| i.state.is_open()) {
+        let p = usize::from(inc.priority.clamp(1, 5)) - 1;
+        open[p] += 1;
+        flapping_alerts += flapping::flapping_alerts(inc) as i64;
     }
     for (i, n) in open.iter().enumerate() {
         m.open.with_label_values(&[&(i + 1).to_string()]).set(*n);

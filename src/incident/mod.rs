@@ -7,6 +7,12 @@
 //!   behave the same.
 //! - [`engine`]: runs rules and lifecycle over the state store, retrying on
 //!   concurrent updates so two instances never open two incidents for one key.
+//! - [`flapping`]: flap detection; a flapping alert neither resolves nor
+//!   reopens its incident until it settles.
+//! - [`sla`]: response and resolution deadlines per priority, breaches and
+//!   their escalation.
+//! - [`metrics`]: the incident metrics (open by priority, time to acknowledge
+//!   and resolve, alerts per incident, SLA breaches, flapping, heartbeats).
 
 pub mod engine;
 pub mod flapping;
@@ -91,7 +97,8 @@ pub struct IncidentAlert {
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// `created`, `alert_added`, `alert_resolved`, `alert_refired`, `acknowledged`,
-    /// `resolved`, `reopened`, `closed`.
+    /// `resolved`, `reopened`, `closed`, `related`, `flapping_started`,
+    /// `flapping_stopped`, `sla_breached`.
     pub event: String,
     /// Why, in words an operator reads: which alert, rule, timer or person.
     pub cause: String,
