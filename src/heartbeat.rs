@@ -115,7 +115,6 @@ pub fn validate(
     let mut out = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for raw in raws {
-        let at = |field: &str| format!("heartbeats.{}.{field}", raw.name);
         let before = p.len();
         if raw.name.is_empty()
             || !raw
@@ -123,34 +122,51 @@ pub fn validate(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            p.at(
+            p.at_item(
                 "heartbeats",
-                format!("{:?}: names are letters, digits, - _ .", raw.name),
+                &raw.name,
+                None,
+                "names are letters, digits, - _ .",
             );
         }
         if !names.insert(raw.name.clone()) {
-            p.at("heartbeats", format!("{:?} is declared twice", raw.name));
+            p.at_item("heartbeats", &raw.name, None, "declared twice");
         }
         if raw.interval_s == 0 {
-            p.at(&at("interval_s"), "must be greater than 0");
+            p.at_item(
+                "heartbeats",
+                &raw.name,
+                Some("interval_s"),
+                "must be greater than 0",
+            );
         }
         let signal = match (&raw.matchers, &raw.source) {
             (Some(m), None) => match LabelMatchers::parse(m) {
                 Ok(m) if !m.is_empty() => Some(Signal::Alert(m)),
                 Ok(_) => {
-                    p.at(&at("match"), "needs at least one matcher");
+                    p.at_item(
+                        "heartbeats",
+                        &raw.name,
+                        Some("match"),
+                        "needs at least one matcher",
+                    );
                     None
                 }
                 Err(errors) => {
                     for e in errors {
-                        p.at(&at("match"), e);
+                        p.at_item("heartbeats", &raw.name, Some("match"), e);
                     }
                     None
                 }
             },
             (None, Some(s)) => {
                 if s.kind.is_empty() || s.name.is_empty() {
-                    p.at(&at("source"), "kind and name must not be empty");
+                    p.at_item(
+                        "heartbeats",
+                        &raw.name,
+                        Some("source"),
+                        "kind and name must not be empty",
+                    );
                 }
                 Some(Signal::Activity {
                     kind: s.kind.clone(),
@@ -158,8 +174,10 @@ pub fn validate(
                 })
             }
             _ => {
-                p.at(
-                    &format!("heartbeats.{}", raw.name),
+                p.at_item(
+                    "heartbeats",
+                    &raw.name,
+                    None,
                     "give either `match` (an always-firing alert) or `source` (activity)",
                 );
                 None
@@ -167,8 +185,10 @@ pub fn validate(
         };
         let mut level = |field: &str, v: &str| {
             Level::parse(v).or_else(|| {
-                p.at(
-                    &at(field),
+                p.at_item(
+                    "heartbeats",
+                    &raw.name,
+                    Some(field),
                     format!("must be high, medium or low, not {v:?}"),
                 );
                 None
@@ -177,8 +197,10 @@ pub fn validate(
         let (impact, urgency) = (level("impact", &raw.impact), level("urgency", &raw.urgency));
         for r in &raw.route {
             if !adapters.contains(&r.as_str()) {
-                p.at(
-                    &at("route"),
+                p.at_item(
+                    "heartbeats",
+                    &raw.name,
+                    Some("route"),
                     format!("{r:?} is not an adapter under adapters:"),
                 );
             }

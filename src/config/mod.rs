@@ -281,6 +281,27 @@ impl<'a> Problems<'a> {
         });
     }
 
+    /// Records `message` about `field` of the item named `name` in top-level
+    /// list `list` (e.g. `heartbeats`), placed on that field's line.
+    pub fn at_item(
+        &mut self,
+        list: &str,
+        name: &str,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let path = match field {
+            Some(f) => format!("{list}.{name}.{f}"),
+            None => format!("{list}.{name}"),
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: locate::line_of_item(self.text, list, name, field),
+            column: None,
+            message: format!("{path}: {}", message.into()),
+        });
+    }
+
     /// Problems recorded so far.
     pub fn len(&self) -> usize {
         self.errors.len()
