@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, StoreSettings};
+use crate::heartbeat::Heartbeats;
 use crate::incident::engine::Engine;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
@@ -25,8 +26,12 @@ use crate::store::{SharedStore, StoreError};
 
 /// How often expired state is swept from stores that do not expire keys themselves.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
-/// How often incident timers (auto-resolve, close, maintenance ends) are checked.
+/// How often incident timers (auto-resolve, close, maintenance ends, SLA
+/// deadlines, flapping settling) and heartbeats are checked.
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the gauges of the shared state (open incidents by priority,
+/// flapping alerts) are read from the store.
+const STATE_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -138,8 +143,15 @@ impl Daemon {
         let engine = Arc::new(
             Engine::new(store.clone(), Arc::new(rules), metrics.clone())
                 .with_after_manual_close(config.after_manual_close)
-                .with_route_all_to(config.route_all_to.clone()),
+                .with_route_all_to(config.route_all_to.clone())
+                .with_flapping(config.flapping)
+                .with_sla(config.sla.clone()),
         );
+        let heartbeats = Arc::new(Heartbeats::new(
+            config.heartbeats.clone(),
+            engine.clone(),
+            Some(chrono::Utc::now()),
+        ));
         let worker = Arc::new(
             Worker::new(
                 store.clone(),
@@ -150,7 +162,9 @@ impl Daemon {
             )
             .map_err(DaemonError::Adapter)?,
         );
-        let ingestor = Arc::new(Ingestor::new(engine.clone(), metrics.clone()));
+        let ingestor = Arc::new(
+            Ingestor::new(engine.clone(), metrics.clone()).with_heartbeats(heartbeats.clone()),
+        );
         let reloader = Arc::new(Reloader {
             rules_dir: config.rules_dir.clone(),
             tests_dir: config.rules_tests_dir.clone(),
@@ -190,6 +204,17 @@ impl Daemon {
                 })
                 .into_future(),
         );
+        let state_metrics = {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATE_METRICS_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    // Errors are logged and counted by the instrumented store.
+                    let _ = crate::incident::metrics::refresh(&store, &metrics.incidents).await;
+                }
+            })
+        };
         let maintenance = tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
             loop {
@@ -208,6 +233,9 @@ impl Daemon {
                     if let Err(e) = engine.tick(chrono::Utc::now()).await {
                         tracing::warn!(error = %e, "incident timers: will retry");
                     }
+                    if let Err(e) = heartbeats.check(chrono::Utc::now()).await {
+                        tracing::warn!(error = %e, "heartbeats: will retry");
+                    }
                 }
             })
         };
@@ -225,7 +253,7 @@ impl Daemon {
             reloader,
             stop,
             server,
-            background: vec![maintenance, timers, sighup, delivery, poller],
+            background: vec![maintenance, state_metrics, timers, sighup, delivery, poller],
             grace: config.shutdown_grace,
         })
     }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alert::Alert;
+use crate::heartbeat::Heartbeats;
 use crate::incident::engine::{Engine, Item};
 use crate::metrics::Metrics;
 use crate::rules::{Action, Decision};
@@ -17,6 +18,8 @@ use crate::store::{Outcome, StoreError};
 pub struct Ingestor {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    /// Heartbeat alerts (e.g. `Watchdog`) are taken out of each batch here.
+    heartbeats: Option<Arc<Heartbeats>>,
 }
 
 /// What one batch did, returned to the sender.
@@ -28,11 +31,28 @@ pub struct IngestSummary {
     pub transitions: usize,
     pub stale: usize,
     pub dropped: usize,
+    /// Heartbeat alerts taken by a declared heartbeat (not passed to the rules).
+    pub heartbeats: usize,
 }
 
 impl Ingestor {
     pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
-        Ingestor { engine, metrics }
+        Ingestor {
+            engine,
+            metrics,
+            heartbeats: None,
+        }
+    }
+
+    /// Takes the alerts of these heartbeats out of every batch.
+    pub fn with_heartbeats(mut self, heartbeats: Arc<Heartbeats>) -> Self {
+        self.heartbeats = Some(heartbeats);
+        self
+    }
+
+    /// The heartbeats, for sources reporting activity.
+    pub fn heartbeats(&self) -> Option<&Arc<Heartbeats>> {
+        self.heartbeats.as_ref()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -54,6 +74,14 @@ impl Ingestor {
         let mut summary = IngestSummary {
             accepted: alerts.len(),
             ..IngestSummary::default()
+        };
+        let alerts = match &self.heartbeats {
+            Some(h) if !h.is_empty() => {
+                let (rest, taken) = h.take_alerts(alerts, now).await?;
+                summary.heartbeats = taken;
+                rest
+            }
+            _ => alerts,
         };
         let rules = self.engine.rules();
         let mut kept = Vec::with_capacity(alerts.len());

@@ -14,6 +14,8 @@
 //! - [`formats`]: payload shapes (Alertmanager, Grafana, generic JSON) decoded into [`alert::Alert`].
 //! - [`alert`]: the canonical alert and its fingerprint.
 //! - [`ingest`]: the path every decoded batch takes: rules, store, incidents.
+//! - [`heartbeat`]: expected heartbeats (a Watchdog alert, activity on a source);
+//!   a silent one raises a "monitoring pipeline silent" incident.
 //! - [`rules`]: the rules engine: which alerts open incidents, with which ITIL fields.
 //! - [`incident`]: the incident record, its pure lifecycle, and the engine that
 //!   correlates alerts into incidents over the store.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod formats;
+pub mod heartbeat;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;

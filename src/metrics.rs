@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Changes waiting in the outbox, and the age of the oldest.
     pub outbox_depth: IntGauge,
     pub outbox_oldest_age: prometheus::Gauge,
+    /// Open incidents, time to acknowledge/resolve, SLA breaches, flapping, heartbeats.
+    pub incidents: crate::incident::metrics::IncidentMetrics,
 }
 
 impl Metrics {
@@ -168,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
+        let incidents = crate::incident::metrics::IncidentMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             alerts_received,
@@ -188,6 +191,7 @@ impl Metrics {
             dead_letters,
             outbox_depth,
             outbox_oldest_age,
+            incidents,
         })
     }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::formats::Format;
 use crate::incident::Incident;
 use crate::rules::RuleSet;
@@ -30,10 +31,15 @@ pub struct ReplayResult {
     pub skipped: Vec<String>,
 }
 
-/// Replays the deliveries in `input` through `rules`.
-pub async fn replay(input: &Path, rules: Arc<RuleSet>) -> Result<ReplayResult, String> {
+/// Replays the deliveries in `input` through `rules`, with the daemon settings
+/// of `config` (flapping, SLA, heartbeats) when given.
+pub async fn replay(
+    input: &Path,
+    rules: Arc<RuleSet>,
+    config: Option<&Config>,
+) -> Result<ReplayResult, String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let sim = Simulation::new(rules).map_err(|e| e.to_string())?;
+    let sim = Simulation::configured(rules, config).map_err(|e| e.to_string())?;
     // The time of the last delivery; bare payloads without one start from now.
     let mut clock: Option<DateTime<Utc>> = None;
     let mut skipped = Vec::new();
@@ -53,6 +59,10 @@ pub async fn replay(input: &Path, rules: Arc<RuleSet>) -> Result<ReplayResult, S
         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         match format.decode(&bytes, at) {
             Ok(alerts) => {
+                // As the webhook endpoint does: a delivery is activity on it.
+                sim.activity("webhook", format.as_str(), at)
+                    .await
+                    .map_err(|e| format!("line {}: {e}", n + 1))?;
                 sim.feed(format.as_str(), alerts, at)
                     .await
                     .map_err(|e| format!("line {}: {e}", n + 1))?;

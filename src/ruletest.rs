@@ -5,6 +5,8 @@
 //! ```yaml
 //! # rules/tests/target-down.yaml
 //! rules_dir: ..              # optional; default: the parent of this file's directory
+//! config: config/incidents.yaml  # optional; a daemon config, relative to this file:
+//!                            # its flapping, sla, heartbeats, incidents settings apply
 //! start: 2026-11-25T04:00:00Z  # optional; time 0s of the axis (default 2026-01-01T00:00:00Z)
 //! tests:
 //!   - name: three instances of one service down are one incident
@@ -13,6 +15,12 @@
 //!         labels: {alertname: TargetDown, service: checkout-api, instance: a:1}
 //!         annotations: {summary: a is down}     # optional
 //!         status: firing                         # default firing
+//!     actions:                # optional; what people and sources do
+//!       - at: 10m
+//!         acknowledge: 1      # or resolve: N; N-th incident listed then, oldest first
+//!         by: alice           # optional, default test
+//!       - at: 12m
+//!         activity: {kind: kafka, name: alerts}  # a source seen active (heartbeats)
 //!     expect:
 //!       - at: 1m
 //!         incidents:          # all incidents at that time, oldest first
@@ -25,7 +33,15 @@
 //! Expected incident fields, each optional: `title`, `description`, `state`,
 //! `priority`, `impact`, `urgency`, `category`, `subcategory`,
 //! `assignment_group`, `service`, `configuration_items`, `alert_count`, `rule`,
-//! `reopen_count`, `major`. Times: `90s`, `5m`, `1h30m`, or plain seconds.
+//! `reopen_count`, `major`, `flapping`, `flapping_alerts` (members flapping),
+//! `route`, `timeline` (every event name, in order), `sla_response_breached`,
+//! `sla_resolution_breached`. Times: `90s`, `5m`, `1h30m`, or plain seconds.
+//! At equal times alerts come first, then actions, then checks.
+//!
+//! Without `config:` the simulation runs on the daemon's built-in settings (no
+//! SLA, no heartbeats, flap detection off). The simulation is built from the
+//! validated config (`Simulation::configured`), so a config error fails the
+//! file with the config's own file:line messages.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +61,10 @@ use crate::simulate::Simulation;
 struct TestFile {
     #[serde(default)]
     rules_dir: Option<PathBuf>,
+    /// A daemon config (relative to the test file) whose settings the
+    /// simulation runs on: flapping, SLA, heartbeats, routes.
+    #[serde(default)]
+    config: Option<PathBuf>,
     #[serde(default)]
     start: Option<DateTime<Utc>>,
     tests: Vec<TestCase>,
@@ -56,7 +76,27 @@ struct TestCase {
     name: String,
     #[serde(default)]
     alerts: Vec<TestAlert>,
+    /// What people and sources do on the time axis.
+    #[serde(default)]
+    actions: Vec<TestAction>,
     expect: Vec<Expectation>,
+}
+
+/// One action: exactly one of `acknowledge`, `resolve` (the incident's number
+/// in the list at that time, oldest first, from 1) or `activity`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestAction {
+    at: At,
+    #[serde(default)]
+    acknowledge: Option<usize>,
+    #[serde(default)]
+    resolve: Option<usize>,
+    /// Who acknowledges or resolves (default `test`).
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    activity: Option<crate::heartbeat::RawSource>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +136,14 @@ struct ExpectedIncident {
     rule: Option<String>,
     reopen_count: Option<u32>,
     major: Option<bool>,
+    flapping: Option<bool>,
+    /// Member alerts flapping now.
+    flapping_alerts: Option<usize>,
+    route: Option<Vec<String>>,
+    /// The timeline's event names, in order (all of them).
+    timeline: Option<Vec<String>>,
+    sla_response_breached: Option<bool>,
+    sla_resolution_breached: Option<bool>,
 }
 
 /// An offset on the test's time axis.
@@ -232,6 +280,23 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
             return;
         }
     };
+    let config = match &tf.config {
+        None => None,
+        Some(rel) => {
+            let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+            match crate::config::load(&path, &crate::config::Overrides::default()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    report.failures.push(format!(
+                        "FAIL {}: config {}:\n{e}",
+                        file.display(),
+                        path.display()
+                    ));
+                    return;
+                }
+            }
+        }
+    };
     let rules = match rules {
         Some(r) => r,
         None => {
@@ -259,7 +324,7 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
             .unwrap_or_default()
     });
     for case in &tf.tests {
-        match run_case(case, rules.clone(), start).await {
+        match run_case(case, rules.clone(), config.as_ref(), start).await {
             Ok(()) => report.passed += 1,
             Err(diff) => {
                 report
@@ -270,23 +335,27 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
     }
 }
 
-/// Events of a case in time order; at equal times alerts come before checks.
+/// Events of a case in time order; at equal times alerts come first, then
+/// actions, then checks.
 enum Event<'a> {
     Alert(&'a TestAlert),
+    Action(&'a TestAction),
     Check(&'a Expectation),
 }
 
 async fn run_case(
     case: &TestCase,
     rules: Arc<RuleSet>,
+    config: Option<&crate::config::Config>,
     start: DateTime<Utc>,
 ) -> Result<(), String> {
-    let sim = Simulation::new(rules).map_err(|e| e.to_string())?;
+    let sim = Simulation::configured(rules, config).map_err(|e| e.to_string())?;
     let mut events: Vec<(i64, u8, Event<'_>)> = case
         .alerts
         .iter()
         .map(|a| (a.at.0, 0, Event::Alert(a)))
-        .chain(case.expect.iter().map(|e| (e.at.0, 1, Event::Check(e))))
+        .chain(case.actions.iter().map(|a| (a.at.0, 1, Event::Action(a))))
+        .chain(case.expect.iter().map(|e| (e.at.0, 2, Event::Check(e))))
         .collect();
     events.sort_by_key(|(at, order, _)| (*at, *order));
     let mut diffs = String::new();
@@ -299,6 +368,9 @@ async fn run_case(
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            Event::Action(action) => {
+                act(&sim, action, offset, at, &mut diffs).await?;
+            }
             Event::Check(exp) => {
                 sim.advance(at).await.map_err(|e| e.to_string())?;
                 let got = sim.incidents().await.map_err(|e| e.to_string())?;
@@ -307,6 +379,56 @@ async fn run_case(
         }
     }
     if diffs.is_empty() { Ok(()) } else { Err(diffs) }
+}
+
+/// Runs one action; a mistake in the test (no such incident, not exactly one
+/// action) is reported as a diff.
+async fn act(
+    sim: &Simulation,
+    action: &TestAction,
+    offset: i64,
+    at: DateTime<Utc>,
+    diffs: &mut String,
+) -> Result<(), String> {
+    let by = action.by.as_deref().unwrap_or("test");
+    let given = [
+        action.acknowledge.is_some(),
+        action.resolve.is_some(),
+        action.activity.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        let _ = writeln!(
+            diffs,
+            "  at {offset}s: an action needs exactly one of acknowledge, resolve, activity"
+        );
+        return Ok(());
+    }
+    if let Some(source) = &action.activity {
+        return sim
+            .activity(&source.kind, &source.name, at)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    sim.advance(at).await.map_err(|e| e.to_string())?;
+    let n = action.acknowledge.or(action.resolve).unwrap_or(0);
+    let incidents = sim.incidents().await.map_err(|e| e.to_string())?;
+    let Some(inc) = n.checked_sub(1).and_then(|i| incidents.get(i)) else {
+        let _ = writeln!(
+            diffs,
+            "  at {offset}s: no incident {n} to act on ({} exist)",
+            incidents.len()
+        );
+        return Ok(());
+    };
+    let result = if action.acknowledge.is_some() {
+        sim.engine().acknowledge(&inc.id, by, at).await
+    } else {
+        sim.engine().resolve(&inc.id, by, at).await
+    };
+    if let Err(e) = result {
+        let _ = writeln!(diffs, "  at {offset}s: incident {n}: {e}");
+    }
+    Ok(())
 }
 
 fn test_alert(a: &TestAlert, at: DateTime<Utc>) -> Alert {
@@ -420,6 +542,43 @@ fn compare(offset: i64, expected: &[ExpectedIncident], got: &[Incident], out: &m
             "major",
             exp.major.map(|m| m.to_string()),
             inc.major.to_string(),
+        );
+        field(
+            "flapping",
+            exp.flapping.map(|f| f.to_string()),
+            inc.flapping.to_string(),
+        );
+        field(
+            "flapping_alerts",
+            exp.flapping_alerts.map(|f| f.to_string()),
+            crate::incident::flapping::flapping_alerts(inc).to_string(),
+        );
+        field(
+            "route",
+            exp.route.as_ref().map(|r| r.join(", ")),
+            inc.route.join(", "),
+        );
+        field(
+            "timeline",
+            exp.timeline.as_ref().map(|t| t.join(", ")),
+            inc.timeline
+                .iter()
+                .map(|e| e.event.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let sla = inc.sla.as_ref();
+        field(
+            "sla_response_breached",
+            exp.sla_response_breached.map(|b| b.to_string()),
+            sla.is_some_and(|s| s.response_breached_at.is_some())
+                .to_string(),
+        );
+        field(
+            "sla_resolution_breached",
+            exp.sla_resolution_breached.map(|b| b.to_string()),
+            sla.is_some_and(|s| s.resolution_breached_at.is_some())
+                .to_string(),
         );
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::alert::Alert;
+use crate::config::Config;
+use crate::heartbeat::Heartbeats;
 use crate::incident::engine::Engine;
 use crate::incident::{Incident, IncidentQuery};
 use crate::ingest::{IngestSummary, Ingestor};
@@ -23,19 +25,57 @@ pub struct Simulation {
     store: SharedStore,
     engine: Arc<Engine>,
     ingestor: Ingestor,
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl Simulation {
+    /// On the built-in defaults of the daemon settings.
     pub fn new(rules: Arc<RuleSet>) -> Result<Self, prometheus::Error> {
+        Self::configured(rules, None)
+    }
+
+    /// With the daemon settings of `config` (flapping, SLA, heartbeats, routes).
+    pub fn configured(
+        rules: Arc<RuleSet>,
+        config: Option<&Config>,
+    ) -> Result<Self, prometheus::Error> {
         let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
         let store: SharedStore = Arc::new(MemoryStore::new(SIMULATED_RETENTION));
-        let engine = Arc::new(Engine::new(store.clone(), rules, metrics.clone()));
-        let ingestor = Ingestor::new(engine.clone(), metrics);
+        let mut engine = Engine::new(store.clone(), rules, metrics.clone());
+        if let Some(c) = config {
+            engine = engine
+                .with_after_manual_close(c.after_manual_close)
+                .with_route_all_to(c.route_all_to.clone())
+                .with_flapping(c.flapping)
+                .with_sla(c.sla.clone());
+        }
+        let engine = Arc::new(engine);
+        let specs = config.map(|c| c.heartbeats.clone()).unwrap_or_default();
+        // Heartbeats count from the simulation's first event.
+        let heartbeats = Arc::new(Heartbeats::new(specs, engine.clone(), None));
+        let ingestor = Ingestor::new(engine.clone(), metrics).with_heartbeats(heartbeats.clone());
         Ok(Simulation {
             store,
             engine,
             ingestor,
+            heartbeats,
         })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Activity on a source (see [`Heartbeats::observe_activity`]) at `at`.
+    pub async fn activity(
+        &self,
+        kind: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.advance(at).await?;
+        self.heartbeats.observe_activity(kind, name, at).await;
+        Ok(())
     }
 
     /// Runs the timers due by `at`, then ingests `alerts` received at `at`.
@@ -49,9 +89,10 @@ impl Simulation {
         self.ingestor.ingest(source, alerts, at).await
     }
 
-    /// Runs the timers due by `at`.
+    /// Runs the timers due by `at`, and checks the heartbeats.
     pub async fn advance(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.engine.tick(at).await
+        self.engine.tick(at).await?;
+        self.heartbeats.check(at).await
     }
 
     /// Every incident, oldest first.

@@ -41,6 +41,7 @@ fn shipped_examples_pass_check() {
         "pagerduty.yaml",
         "opsgenie.yaml",
         "webhook.yaml",
+        "heartbeats.yaml",
     ] {
         let out = Command::new(BIN)
             .args(["check", "--config", &example(name)])
@@ -215,6 +216,99 @@ fn replay_explain_says_why_each_alert_went_where_it_went() {
         "{text}"
     );
     assert!(text.contains("rule catch-all"), "{text}");
+}
+
+/// `incidentd replay --json` of a fixture on the quick start's config.
+fn replay_json(fixture: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "--config",
+            &example("quickstart.yaml"),
+            &manifest(&format!("tests/fixtures/{fixture}")),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn events(inc: &serde_json::Value) -> Vec<String> {
+    inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn replay_of_an_alert_flapping_10_times_in_5_minutes_is_one_incident_without_churn() {
+    let incidents = replay_json("replay/flapping.jsonl");
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let inc = &incidents[0];
+    assert_eq!(inc["reopen_count"], 0);
+    assert_eq!(inc["state"], "resolved");
+    // Settled by the end of the recording (last change 04:30, settle 300s).
+    assert_eq!(inc["flapping"], false);
+    let events = events(inc);
+    assert_eq!(
+        events.iter().filter(|e| *e == "resolved").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(!events.contains(&"reopened".to_string()), "{events:?}");
+    assert!(
+        events.contains(&"flapping_started".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"flapping_stopped".to_string()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn replay_of_an_unacknowledged_incident_records_its_sla_breach() {
+    let incidents = replay_json("replay/sla.jsonl");
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let inc = &incidents[0];
+    // Priority 2 (respond within 1800s), raised by one on the breach.
+    assert_eq!(inc["priority"], 1);
+    assert_eq!(inc["sla"]["respond_by"], "2026-11-25T09:30:10Z");
+    assert_eq!(inc["sla"]["response_breached_at"], "2026-11-25T09:30:10Z");
+    assert!(inc["sla"]["resolution_breached_at"].is_null());
+    assert_eq!(
+        events(inc),
+        ["created".to_string(), "sla_breached".to_string()]
+    );
+}
+
+#[test]
+fn replay_of_a_silent_watchdog_raises_monitoring_pipeline_silent_and_resolves_it() {
+    let incidents = replay_json("replay/heartbeat.jsonl");
+    assert_eq!(incidents.len(), 2, "{incidents:#?}");
+    let silent = incidents
+        .iter()
+        .find(|i| i["rule"] == "heartbeat:alertmanager-watchdog")
+        .expect("heartbeat incident");
+    assert_eq!(
+        silent["title"],
+        "monitoring pipeline silent: alertmanager-watchdog"
+    );
+    // Last seen 09:05, interval 900s: silent from 09:20 until it came back at 09:40.
+    assert_eq!(silent["created_at"], "2026-11-25T09:20:00Z");
+    assert_eq!(silent["state"], "resolved");
+    assert_eq!(silent["resolved_at"], "2026-11-25T09:40:00Z");
+    assert!(
+        incidents.iter().all(|i| i["title"] != "Watchdog"),
+        "the Watchdog itself opens nothing"
+    );
 }
 
 #[test]

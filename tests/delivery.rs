@@ -307,28 +307,6 @@ async fn two_instances_deliver_each_incident_once(url: String) {
     b.shutdown().await.unwrap();
 }
 
-/// Starts the daemon binary on `cfg` and waits until it listens on `port`.
-fn spawn_daemon(cfg: &std::path::Path, port: u16) -> Running {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Running(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_deliveries_loses_nothing_and_duplicates_no_ticket() {
     let dir = tempfile::tempdir().unwrap();

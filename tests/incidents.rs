@@ -419,3 +419,164 @@ async fn closed_incidents_are_forgotten_after_their_retention_on_redis() {
     assert_eq!(gone.status(), 404);
     d.shutdown().await.unwrap();
 }
+
+/// A config file for the daemon binary: the shared Redis under `prefix`, the
+/// example rules, and a response target for priority 5 (the catch-all's)
+/// short enough to be missed during the test.
+fn sla_config(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let path = dir.join("sla.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}rules:\n  dir: {}\nsla:\n  targets:\n    5: {{respond_within_s: 4}}\n  escalation:\n    raise_priority: 1\n",
+            redis_config(&redis_url(), prefix),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn post_to(port: u16, body: &str) -> u16 {
+    client()
+        .post(format!("http://127.0.0.1:{port}{AM}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn incidents_at(port: u16) -> Vec<Value> {
+    let v = get_json(format!("http://127.0.0.1:{port}/api/v1/incidents")).await;
+    v["incidents"].as_array().unwrap().clone()
+}
+
+fn sla_breaches(inc: &Value) -> usize {
+    inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "sla_breached")
+        .count()
+}
+
+/// Waits until the only incident has an `sla_breached` entry, then a few more
+/// ticks, and returns it.
+async fn wait_for_breach(port: u16) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = incidents_at(port).await;
+        if all.len() == 1 && sla_breaches(&all[0]) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SLA breach: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every instance ticks each second: give them the chance to do it again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let all = incidents_at(port).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_breach_after_restart_escalates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sla_config(dir.path(), &unique_prefix("sla-restart"));
+    let port = free_port();
+    let mut daemon = spawn_daemon(&cfg, port);
+    let body = am_alert("SomethingOdd", "billing", "10.0.0.7:8080", "firing");
+    assert_eq!(post_to(port, &body).await, 200);
+    let all = incidents_at(port).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["priority"], 5);
+    let respond_by = all[0]["sla"]["respond_by"].as_str().unwrap().to_string();
+    assert!(all[0]["sla"]["response_breached_at"].is_null());
+
+    // The daemon dies before the deadline and is down when it passes: the
+    // timer lives in the store, so the next daemon still escalates.
+    daemon.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _daemon = spawn_daemon(&cfg, port);
+    let inc = wait_for_breach(port).await;
+    assert_eq!(sla_breaches(&inc), 1, "{inc:#}");
+    assert_eq!(inc["priority"], 4, "raised once: {inc:#}");
+    assert_eq!(inc["sla"]["response_breached_at"], respond_by.as_str());
+    assert_eq!(inc["state"], "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_breach_with_two_instances_on_one_redis_escalates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sla_config(dir.path(), &unique_prefix("sla-two"));
+    let (pa, pb) = (free_port(), free_port());
+    let (_a, _b) = (spawn_daemon(&cfg, pa), spawn_daemon(&cfg, pb));
+    let body = am_alert("SomethingOdd", "billing", "10.0.0.8:8080", "firing");
+    assert_eq!(post_to(pa, &body).await, 200);
+    let inc = wait_for_breach(pb).await;
+    assert_eq!(sla_breaches(&inc), 1, "{inc:#}");
+    assert_eq!(inc["priority"], 4, "raised once: {inc:#}");
+    let metrics_a = get_text(format!("http://127.0.0.1:{pa}/metrics")).await;
+    let metrics_b = get_text(format!("http://127.0.0.1:{pb}/metrics")).await;
+    let breaches = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("incidentd_sla_breaches_total{kind=\"response\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        breaches(&metrics_a) + breaches(&metrics_b),
+        1,
+        "one breach counted over both instances"
+    );
+}
+
+#[tokio::test]
+async fn a_flapping_alert_does_not_churn_resolve_and_reopen() {
+    let d = start_daemon(&format!("{RULES}flapping:\n  enabled: true\n")).await;
+    let fire = am_alert("TargetDown", "checkout-api", "10.0.0.1:8080", "firing");
+    let resolve = am_alert("TargetDown", "checkout-api", "10.0.0.1:8080", "resolved");
+    for i in 0..10 {
+        // Each re-fire is a new episode, as Alertmanager sends it.
+        let body = if i % 2 == 0 {
+            fire.replace("03:29:01", &format!("03:{:02}:01", 30 + i))
+        } else {
+            resolve.clone()
+        };
+        assert_eq!(post_json(&d, AM, &body).await.status(), 200);
+    }
+    let all = incidents(&d, "").await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let inc = &all[0];
+    assert_eq!(inc["flapping"], true);
+    assert_eq!(inc["alerts"][0]["flapping"], true);
+    assert_eq!(inc["reopen_count"], 0);
+    let metrics = get_text(format!("{}/metrics", base(&d))).await;
+    let changes = |event: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "incidentd_incident_changes_total{{event=\"{event}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    // The first resolve goes through; the flapping that follows neither
+    // reopens nor resolves it again.
+    assert_eq!(changes("resolved"), 1, "{metrics}");
+    assert_eq!(changes("reopened"), 0, "{metrics}");
+    assert!(
+        metrics.contains("incidentd_alerts_flapping_started_total 1"),
+        "{metrics}"
+    );
+    d.shutdown().await.unwrap();
+}

@@ -414,3 +414,27 @@ async fn explanations_are_written_after_redis_lost_its_script_cache() {
         Some("rule x: opened incident inc-1")
     );
 }
+
+both_stores!(
+    heartbeat_last_seen_keeps_the_latest_time,
+    DAY,
+    |store: SharedStore| async move {
+        assert!(store.heartbeats_seen().await.unwrap().is_empty());
+        let t0 = chrono::Utc::now();
+        let later = t0 + chrono::Duration::seconds(30);
+        store.heartbeat_seen("watchdog", later).await.unwrap();
+        // An instance reporting late does not move it back.
+        store.heartbeat_seen("watchdog", t0).await.unwrap();
+        store.heartbeat_seen("kafka-alerts", t0).await.unwrap();
+        let seen = store.heartbeats_seen().await.unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen["watchdog"].timestamp_millis(),
+            later.timestamp_millis()
+        );
+        assert_eq!(
+            seen["kafka-alerts"].timestamp_millis(),
+            t0.timestamp_millis()
+        );
+    }
+);

@@ -44,6 +44,15 @@ pub struct RawConfig {
     pub delivery: crate::outbox::worker::WorkerConfig,
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    /// Flap detection for every rule that does not set its own.
+    #[serde(default)]
+    pub flapping: crate::incident::flapping::FlapSettings,
+    /// Response and resolution targets by priority, and what a breach does.
+    #[serde(default)]
+    pub sla: crate::incident::sla::RawSla,
+    /// Expected heartbeats of the monitoring pipeline.
+    #[serde(default)]
+    pub heartbeats: Vec<crate::heartbeat::RawHeartbeat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +209,10 @@ pub struct Config {
     pub after_manual_close: crate::incident::lifecycle::AfterManualClose,
     pub route_all_to: Vec<String>,
     pub closed_retention: Duration,
+    /// Flap detection: on for every rule, or only for rules that turn it on.
+    pub flapping: crate::incident::flapping::FlapDefaults,
+    pub sla: crate::incident::sla::SlaPolicy,
+    pub heartbeats: Vec<std::sync::Arc<crate::heartbeat::HeartbeatSpec>>,
 }
 
 /// One problem in a config file.
@@ -267,6 +280,36 @@ impl<'a> Problems<'a> {
             column: None,
             message: format!("{path}: {}", message.into()),
         });
+    }
+
+    /// Records `message` about `field` of the item named `name` in top-level
+    /// list `list` (e.g. `heartbeats`), placed on that field's line.
+    pub fn at_item(
+        &mut self,
+        list: &str,
+        name: &str,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let path = match field {
+            Some(f) => format!("{list}.{name}.{f}"),
+            None => format!("{list}.{name}"),
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: locate::line_of_item(self.text, list, name, field),
+            column: None,
+            message: format!("{path}: {}", message.into()),
+        });
+    }
+
+    /// Problems recorded so far.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
     }
 
     fn at_line(&mut self, line: Option<usize>, column: Option<usize>, message: String) {
@@ -473,6 +516,14 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         }
     }
 
+    for (field, message) in raw.flapping.problems() {
+        p.at(&format!("flapping.{field}"), message);
+    }
+    let flapping = raw.flapping.defaults();
+    let adapter_names: Vec<&str> = raw.adapters.keys().map(String::as_str).collect();
+    let sla = raw.sla.validate(&adapter_names, p);
+    let heartbeats = crate::heartbeat::validate(&raw.heartbeats, &adapter_names, p);
+
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
     }
@@ -493,6 +544,9 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         after_manual_close: raw.incidents.after_manual_close,
         route_all_to: raw.incidents.route_all_to,
         closed_retention: Duration::from_secs(raw.incidents.closed_retention_s),
+        flapping,
+        sla,
+        heartbeats,
     }
 }
 
@@ -586,5 +640,39 @@ mod tests {
         assert!(ep.token.as_ref().is_some_and(|t| t.expose() == "s3cret"));
         let err = parse_str("store:\n  url: ${REDIS_URL}\n").unwrap_err();
         assert_eq!(err.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn flapping_sla_and_heartbeat_errors_are_reported_at_once_with_their_lines() {
+        let err = parse_str(
+            "flapping:\n  changes: 1\nsla:\n  targets:\n    7: {respond_within_s: 60}\n  escalation:\n    route: [nowhere]\nheartbeats:\n  - name: wd\n    interval_s: 0\n    match: ['alertname=\"Watchdog\"']\n  - name: both\n    interval_s: 60\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "test.yaml:2: flapping.changes",
+            "sla.targets.7",
+            "test.yaml:7: sla.escalation.route",
+            "heartbeats.wd.interval_s",
+            "give either `match`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sla_and_heartbeats_are_validated_into_what_the_daemon_runs_on() {
+        let c = parse_str(
+            "sla:\n  targets:\n    1: {respond_within_s: 900}\nheartbeats:\n  - name: kafka-alerts\n    source: {kind: kafka, name: alerts}\n    interval_s: 600\n    urgency: medium\n",
+        )
+        .unwrap();
+        assert_eq!(c.sla.targets[&1].respond_within_s, Some(900));
+        assert_eq!(c.sla.escalation.raise_priority, 1);
+        assert_eq!(c.heartbeats.len(), 1);
+        assert_eq!(
+            c.heartbeats[0].title,
+            "monitoring pipeline silent: kafka-alerts"
+        );
+        assert!(!c.flapping.enabled, "flap detection is off by default");
     }
 }

@@ -13,7 +13,9 @@ use futures_util::StreamExt;
 
 use chrono::{DateTime, Utc};
 
+use super::flapping::FlapDefaults;
 use super::lifecycle::{self, Step};
+use super::sla::{self, SlaPolicy};
 use super::{Incident, IncidentState};
 use crate::alert::{Alert, Status};
 use crate::metrics::Metrics;
@@ -50,6 +52,10 @@ pub struct Engine {
     route_all_to: Vec<String>,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
+    /// Flap detection for rules that do not say otherwise.
+    flapping: FlapDefaults,
+    /// SLA targets and escalation, applied to every new incident.
+    sla: SlaPolicy,
 }
 
 /// One recorded alert of a batch, with its rules' decisions.
@@ -100,7 +106,46 @@ impl Engine {
             route_all_to: Vec::new(),
             rules: RwLock::new(rules),
             metrics,
+            flapping: FlapDefaults::default(),
+            sla: SlaPolicy::default(),
         }
+    }
+
+    /// Flap detection for rules without their own `flapping:`, and the values
+    /// rules that have one inherit.
+    pub fn with_flapping(mut self, defaults: FlapDefaults) -> Self {
+        self.flapping = defaults;
+        self
+    }
+
+    /// SLA targets and escalation for new incidents.
+    pub fn with_sla(mut self, policy: SlaPolicy) -> Self {
+        self.sla = policy;
+        self
+    }
+
+    /// Settles what a new incident takes from the daemon config: the extra
+    /// routes, flap detection (the rule's `flapping:` over the config's) and
+    /// its SLA. Sources of incidents outside the rules (heartbeats) call it too.
+    pub fn prepare_new(
+        &self,
+        inc: &mut Incident,
+        flapping: Option<&super::flapping::FlapSettings>,
+    ) {
+        for adapter in &self.route_all_to {
+            if !inc.route.contains(adapter) {
+                inc.route.push(adapter.clone());
+            }
+        }
+        inc.flap_policy = match flapping {
+            Some(own) => own.over(&self.flapping),
+            None => self.flapping.policy(),
+        };
+        inc.sla = self.sla.start(inc);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// What an alert does to an incident a person closed in an ITSM platform.
@@ -377,11 +422,7 @@ impl Engine {
                         continue;
                     }
                     Step::Create(mut inc) => {
-                        for adapter in &self.route_all_to {
-                            if !inc.route.contains(adapter) {
-                                inc.route.push(adapter.clone());
-                            }
-                        }
+                        self.prepare_new(&mut inc, spec.flapping.as_ref());
                         (*inc, true)
                     }
                     Step::Update(inc) => (*inc, false),
@@ -431,6 +472,7 @@ impl Engine {
                     continue 'attempt;
                 }
                 self.count_change(event);
+                self.observe_change(before, &inc, event);
             }
             return Ok(results);
         }
@@ -454,6 +496,54 @@ impl Engine {
                 .incident_changes
                 .with_label_values(&[event])
                 .inc();
+        }
+    }
+
+    /// The incident metrics a committed change feeds: time to acknowledge and
+    /// to resolve, alerts per incident, SLA breaches, alerts starting to flap.
+    /// Each instance counts the changes it committed, so sums over instances
+    /// are right.
+    fn observe_change(&self, before: Option<&Incident>, after: &Incident, event: Option<&str>) {
+        let m = &self.metrics.incidents;
+        let priority = after.priority.to_string();
+        let since_created =
+            |at: DateTime<Utc>| (at - after.created_at).num_milliseconds() as f64 / 1000.0;
+        match event {
+            Some("acknowledged")
+                if after.state == IncidentState::InProgress
+                    && before.is_some_and(|b| b.state == IncidentState::New) =>
+            {
+                m.time_to_acknowledge
+                    .with_label_values(&[&priority])
+                    .observe(since_created(after.updated_at));
+            }
+            // The first resolution only: a reopened incident is not counted twice.
+            Some("resolved") if after.reopen_count == 0 => {
+                let at = after.resolved_at.unwrap_or(after.updated_at);
+                m.time_to_resolve
+                    .with_label_values(&[&priority])
+                    .observe(since_created(at));
+                m.alerts_per_incident.observe(after.alert_count as f64);
+            }
+            _ => {}
+        }
+        for kind in sla::new_breaches(before, after) {
+            m.sla_breaches.with_label_values(&[kind]).inc();
+        }
+        let flapping_before = before.map_or(0, |b| {
+            b.timeline
+                .iter()
+                .filter(|e| e.event == "flapping_started")
+                .count()
+        });
+        let flapping_after = after
+            .timeline
+            .iter()
+            .filter(|e| e.event == "flapping_started")
+            .count();
+        if flapping_after > flapping_before {
+            m.flapping_started
+                .inc_by((flapping_after - flapping_before) as u64);
         }
     }
 
@@ -506,6 +596,10 @@ impl Engine {
                 return Err(EngineError::NotFound(id.to_string()));
             };
             let mut next = change(before.clone()).map_err(EngineError::Invalid)?;
+            // An acknowledgement or resolution stops the response timer; one
+            // that came after a deadline no tick saw is still a breach.
+            sla::observe(&mut next);
+            sla::tick(&mut next, now, None);
             let unchanged = next == before;
             if unchanged && lifecycle::next_due(&before).is_none_or(|d| d > now) {
                 return Ok(before);
@@ -529,6 +623,7 @@ impl Engine {
             };
             if self.store.commit_incident(&commit).await? {
                 self.count_change(event);
+                self.observe_change(Some(&before), &next, event);
                 return Ok(next);
             }
             self.conflict(attempt).await;
@@ -536,6 +631,42 @@ impl Engine {
         Err(EngineError::Store(StoreError::Unavailable(format!(
             "incident {id}: gave up after {MAX_ATTEMPTS} concurrent updates"
         ))))
+    }
+
+    /// Opens `inc` (a new incident built outside the rules, e.g. a silent
+    /// heartbeat) under correlation key `key`, unless the key already points
+    /// at an open incident. Returns the incident opened, if one was.
+    pub async fn open_unless_open(
+        &self,
+        mut inc: Incident,
+        key: &str,
+    ) -> Result<Option<Incident>, StoreError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let found = self.store.find_incidents(&inc.rule, key, &[]).await?;
+            if let Some(id) = &found.slot
+                && found.incidents.get(id).is_some_and(|i| i.state.is_open())
+            {
+                return Ok(None);
+            }
+            inc.version = 1;
+            let commit = IncidentCommit {
+                incident: &inc,
+                expected_version: 0,
+                bind: Some((key, found.slot.as_deref())),
+                members: &[],
+                due: lifecycle::next_due(&inc),
+                outbox_event: Some("created").filter(|_| !inc.route.is_empty()),
+            };
+            if self.store.commit_incident(&commit).await? {
+                self.count_change(Some("created"));
+                self.observe_change(None, &inc, Some("created"));
+                return Ok(Some(inc));
+            }
+            self.conflict(attempt).await;
+        }
+        Err(StoreError::Unavailable(format!(
+            "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
+        )))
     }
 
     pub async fn acknowledge(

@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Incident, IncidentAlert, IncidentState, Policy};
+use super::{Incident, IncidentAlert, IncidentState, Policy, flapping, sla};
 use crate::alert::{Alert, Status};
 use crate::rules::{IncidentSpec, ResolveMode};
 
@@ -120,7 +120,14 @@ pub fn on_alert(
         }
         Some(inc) if inc.state == IncidentState::Resolved => {
             let resolved_at = inc.resolved_at.unwrap_or(inc.updated_at);
-            if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
+            if firing
+                && inc.alert(&alert.fingerprint).is_some()
+                && flapping::would_flap(&inc, &alert.fingerprint, now)
+            {
+                // A flapping alert does not reopen it; it reopens once the
+                // alert has settled firing (see `tick`).
+                Step::Update(Box::new(member_status(inc, alert, now)))
+            } else if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
                 let mut inc = inc;
                 inc.state = IncidentState::Reopened;
                 inc.reopen_count += 1;
@@ -183,11 +190,16 @@ fn create(
             status: alert.status,
             joined_at: now,
             status_changed_at: now,
+            flapping: false,
+            changes: vec![now],
         }],
         timeline: Vec::new(),
         timeline_dropped: 0,
         last_activity: now,
         all_resolved_since: None,
+        flapping: false,
+        flap_policy: None,
+        sla: None,
         policy: Policy {
             window_s: secs(spec.window),
             auto_resolve: spec.resolve == ResolveMode::Auto,
@@ -214,6 +226,8 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         status: alert.status,
         joined_at: now,
         status_changed_at: now,
+        flapping: false,
+        changes: vec![now],
     });
     inc.alert_count = inc.alerts.len();
     let fields = spec.render(alert, inc.alert_count);
@@ -251,7 +265,12 @@ fn member_status(mut inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Incide
             Status::Firing => "alert_refired",
             Status::Resolved => "alert_resolved",
         };
-        inc.push_timeline(now, event, cause(alert));
+        // A flapping alert's every bounce would flood the timeline (and the
+        // ticket): its `flapping_started` entry says it bounces.
+        if !member.flapping {
+            inc.push_timeline(now, event, cause(alert));
+        }
+        flapping::record_change(&mut inc, &alert.fingerprint, now);
         inc.updated_at = now;
     }
     settle(inc, now)
@@ -303,18 +322,35 @@ fn retitle(inc: &Incident, spec: &IncidentSpec) -> String {
     }
 }
 
-/// Time-driven transitions: auto-resolve and close. Each happens at the time
-/// its timer fell due (not at `now`, which may be later), so a replay on a
-/// recorded clock and a live daemon record the same times. Returns the
-/// incident unchanged when nothing is due.
+/// Time-driven transitions: flapping alerts settling, SLA breaches,
+/// auto-resolve and close. Each happens at the time its timer fell due (not at
+/// `now`, which may be later), so a replay on a recorded clock and a live
+/// daemon record the same times. Returns the incident unchanged when nothing
+/// is due.
 pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
     let after = |t: DateTime<Utc>, s: u64| t + chrono::Duration::seconds(s as i64);
-    if inc.state.is_open()
-        && inc.policy.auto_resolve
-        && let Some(since) = inc.all_resolved_since
-        && after(since, inc.policy.resolve_after_s) <= now
+    let settled = flapping::settle(&mut inc, now);
+    // While an alert flaps the incident does not resolve itself; once it has
+    // settled, a resolve that was held resolves it at the settle time.
+    let resolving_at = inc
+        .all_resolved_since
+        .filter(|_| inc.state.is_open() && inc.policy.auto_resolve && !inc.flapping)
+        .map(|since| after(since, inc.policy.resolve_after_s).max(settled.unwrap_or(since)))
+        .filter(|at| *at <= now);
+    sla::tick(&mut inc, now, resolving_at);
+    if inc.state == IncidentState::Resolved
+        && let Some(at) = settled
+        && !inc.flapping
+        && inc.alerts.iter().any(|a| a.status == Status::Firing)
     {
-        let at = after(since, inc.policy.resolve_after_s);
+        // Flapping held its reopen: the alert has settled firing.
+        inc.state = IncidentState::Reopened;
+        inc.reopen_count += 1;
+        inc.resolved_at = None;
+        inc.updated_at = at;
+        inc.push_timeline(at, "reopened", "an alert settled firing after flapping");
+    }
+    if let Some(at) = resolving_at {
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(at);
         inc.updated_at = at;
@@ -329,6 +365,7 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
         );
     }
     if inc.state == IncidentState::Resolved
+        && !inc.flapping
         && let Some(resolved) = inc.resolved_at
         && after(resolved, inc.policy.close_after_s) <= now
     {
@@ -342,21 +379,28 @@ pub fn tick(mut inc: Incident, now: DateTime<Utc>) -> Incident {
             format!("resolved for {}s", inc.policy.close_after_s),
         );
     }
+    sla::observe(&mut inc);
     inc
 }
 
 /// When [`tick`] will next have something to do, if ever.
 pub fn next_due(inc: &Incident) -> Option<DateTime<Utc>> {
     let after = |t: DateTime<Utc>, s: u64| t + chrono::Duration::seconds(s as i64);
-    match inc.state {
-        s if s.is_open() && inc.policy.auto_resolve => inc
+    let own = match inc.state {
+        // A flapping incident's resolve waits for the settle time (below).
+        s if s.is_open() && inc.policy.auto_resolve && !inc.flapping => inc
             .all_resolved_since
             .map(|since| after(since, inc.policy.resolve_after_s)),
-        IncidentState::Resolved => inc
+        // A flapping resolved incident is not closed under its alert.
+        IncidentState::Resolved if !inc.flapping => inc
             .resolved_at
             .map(|at| after(at, inc.policy.close_after_s)),
         _ => None,
-    }
+    };
+    [own, flapping::next_due(inc), sla::next_due(inc)]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// An operator acknowledged the incident.

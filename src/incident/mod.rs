@@ -7,9 +7,18 @@
 //!   behave the same.
 //! - [`engine`]: runs rules and lifecycle over the state store, retrying on
 //!   concurrent updates so two instances never open two incidents for one key.
+//! - [`flapping`]: flap detection; a flapping alert neither resolves nor
+//!   reopens its incident until it settles.
+//! - [`sla`]: response and resolution deadlines per priority, breaches and
+//!   their escalation.
+//! - [`metrics`]: the incident metrics (open by priority, time to acknowledge
+//!   and resolve, alerts per incident, SLA breaches, flapping, heartbeats).
 
 pub mod engine;
+pub mod flapping;
 pub mod lifecycle;
+pub mod metrics;
+pub mod sla;
 
 use std::collections::BTreeMap;
 
@@ -75,6 +84,12 @@ pub struct IncidentAlert {
     pub status: Status,
     pub joined_at: DateTime<Utc>,
     pub status_changed_at: DateTime<Utc>,
+    /// Flapping: it changed status too often lately (see [`flapping`]).
+    #[serde(default)]
+    pub flapping: bool,
+    /// Its recent status changes, newest last, for flap detection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<DateTime<Utc>>,
 }
 
 /// One change of an incident, with its cause.
@@ -82,7 +97,8 @@ pub struct IncidentAlert {
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// `created`, `alert_added`, `alert_resolved`, `alert_refired`, `acknowledged`,
-    /// `resolved`, `reopened`, `closed`.
+    /// `resolved`, `reopened`, `closed`, `related`, `flapping_started`,
+    /// `flapping_stopped`, `sla_breached`.
     pub event: String,
     /// Why, in words an operator reads: which alert, rule, timer or person.
     pub cause: String,
@@ -143,6 +159,15 @@ pub struct Incident {
     pub last_activity: DateTime<Utc>,
     /// Since when every alert has been resolved (auto-resolve counts from here).
     pub all_resolved_since: Option<DateTime<Utc>>,
+    /// Flap detection: whether an alert of it is flapping, and the settings it
+    /// was opened with (see [`flapping`]).
+    #[serde(default)]
+    pub flapping: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap_policy: Option<flapping::FlapPolicy>,
+    /// SLA deadlines and breaches, when an SLA applies to its priority (see [`sla`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<sla::Sla>,
     pub policy: Policy,
     /// Bumped on every stored change; the store refuses a write whose expected
     /// version is not the stored one (optimistic concurrency).

@@ -44,6 +44,8 @@ pub struct IncidentSpec {
     pub close_after: Duration,
     /// Names of the adapters the incident is sent to, carried through as written.
     pub route: Vec<String>,
+    /// The rule's own flap detection settings, over the daemon config's.
+    pub flapping: Option<crate::incident::flapping::FlapSettings>,
     rule: Arc<str>,
     templates: Templates,
 }
@@ -150,6 +152,16 @@ impl IncidentSpec {
             }
         }
 
+        if let Some(flapping) = &raw.flapping {
+            for (field, message) in flapping.problems() {
+                p.at(
+                    &format!("{at}.flapping.{field}"),
+                    Code::InvalidValue,
+                    format!("flapping.{field} {message}"),
+                );
+            }
+        }
+
         let (impact, urgency) = (impact?, urgency?);
         (p.count() == errors_before).then(|| IncidentSpec {
             impact,
@@ -164,6 +176,7 @@ impl IncidentSpec {
             reopen_within: Duration::from_secs(raw.reopen_within_s),
             close_after: Duration::from_secs(raw.close_after_s),
             route: raw.route.clone(),
+            flapping: raw.flapping,
             rule: rule.clone(),
             templates,
         })
@@ -199,6 +212,9 @@ pub(super) struct RawIncident {
     close_after_s: u64,
     #[serde(default)]
     route: Vec<String>,
+    /// Flap detection: `{enabled, changes, window_s, settle_s}`, each optional.
+    #[serde(default)]
+    flapping: Option<crate::incident::flapping::FlapSettings>,
 }
 
 fn default_group_by() -> Vec<String> {

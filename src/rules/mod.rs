@@ -60,6 +60,39 @@ pub use incident::{IncidentSpec, RenderedFields, ResolveMode};
 pub use maintenance::MaintenanceHit;
 pub use priority::Level;
 
+/// Label matchers used outside rule files (heartbeats in the daemon config),
+/// in the rules' syntax: `alertname="Watchdog"`, `severity=~"none|info"`.
+#[derive(Debug, Default)]
+pub struct LabelMatchers(Vec<matcher::Matcher>);
+
+impl LabelMatchers {
+    /// Parses every matcher; the errors of all bad ones otherwise.
+    pub fn parse(texts: &[String]) -> Result<LabelMatchers, Vec<String>> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for t in texts {
+            match matcher::Matcher::parse(t) {
+                Ok(m) => out.push(m),
+                Err((_, e)) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(LabelMatchers(out))
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// All hold (none: every label set).
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        matcher::all_match(&self.0, labels)
+    }
+}
+
 /// Compiled rules, maintenance windows and priority matrix. Immutable once
 /// loaded; share it behind an `Arc` (and swap the `Arc` to reload).
 #[derive(Debug, Default)]

@@ -223,6 +223,16 @@ impl StateStore for Instrumented {
         timed!(self, "ping", self.inner.ping())
     }
 
+    async fn heartbeat_seen(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        timed!(self, "heartbeat_seen", self.inner.heartbeat_seen(name, at))
+    }
+
+    async fn heartbeats_seen(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        timed!(self, "heartbeats_seen", self.inner.heartbeats_seen())
+    }
+
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         timed!(self, "maintain", self.inner.maintain(now))
     }

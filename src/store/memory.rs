@@ -49,6 +49,8 @@ struct Incidents {
     /// lease name → (owner, expiry).
     leases: HashMap<String, (String, Instant)>,
     dead: BTreeMap<String, DeadLetter>,
+    /// heartbeat name → last seen.
+    heartbeats: HashMap<String, DateTime<Utc>>,
 }
 
 /// The in-process outbox: new entries, and those handed out but not acknowledged.
@@ -461,6 +463,17 @@ impl StateStore for MemoryStore {
 
     async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         Ok(self.incidents()?.dead.remove(id))
+    }
+
+    async fn heartbeat_seen(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut inc = self.incidents()?;
+        let seen = inc.heartbeats.entry(name.to_string()).or_insert(at);
+        *seen = (*seen).max(at);
+        Ok(())
+    }
+
+    async fn heartbeats_seen(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        Ok(self.incidents()?.heartbeats.clone())
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -304,6 +304,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// Removes and returns dead letter `id` (so one retry re-queues it once).
     async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
 
+    /// Records that heartbeat `name` was seen at `at` (a later time already
+    /// stored wins: instances may report out of order).
+    async fn heartbeat_seen(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// When each heartbeat was last seen, by name (never seen: absent).
+    async fn heartbeats_seen(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError>;
+
     /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
     /// backend expires keys itself.
     async fn maintain(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {

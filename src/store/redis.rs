@@ -10,7 +10,8 @@
 //! - `{P}:incident:ID`, `{P}:slot:KEY` (correlation key → incident id),
 //!   `{P}:member:RULE|FP` (alert → incident), `{P}:incidents` and `{P}:due`
 //!   (sorted sets by update time and next timer), `{P}:held` (alerts held by a
-//!   maintenance window). They share the `{P}` hash tag so one Lua script can
+//!   maintenance window), `{P}:heartbeats` (heartbeat name → last seen, ms).
+//!   They share the `{P}` hash tag so one Lua script can
 //!   commit an incident, its slot and membership atomically on Redis Cluster too;
 //!   incidents are far fewer than alerts, so one slot holds them.
 //!
@@ -49,6 +50,8 @@ const TAKE_LEASE: &str = "local h = redis.call('GET', KEYS[1]) if h and h ~= ARG
 /// Drops a lease only if its owner still holds it.
 const DROP_LEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Keeps the later of the stored and the given last-seen time of a heartbeat.
+const HEARTBEAT_SEEN: &str = "local c = redis.call('HGET', KEYS[1], ARGV[1]) if (not c) or tonumber(c) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
 /// Membership of an alert in an incident outlives quiet periods by this much.
 const MEMBER_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Index entries read per round trip while listing.
@@ -70,6 +73,7 @@ pub struct RedisStore {
     blocking: RedisConn,
     lease: Script,
     unlease: Script,
+    heartbeat: Script,
     script: Script,
     explain: Script,
     commit: Script,
@@ -115,6 +119,7 @@ impl RedisStore {
             blocking,
             lease: Script::new(TAKE_LEASE),
             unlease: Script::new(DROP_LEASE),
+            heartbeat: Script::new(HEARTBEAT_SEEN),
             script: Script::new(RECORD_ALERT),
             explain: Script::new(SET_EXPLAIN),
             commit: Script::new(COMMIT_INCIDENT),
@@ -860,6 +865,31 @@ impl StateStore for RedisStore {
             serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("dead letter: {e}")))
         })
         .transpose()
+    }
+
+    async fn heartbeat_seen(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .heartbeat
+            .key(self.inc_key("heartbeats"))
+            .arg(name)
+            .arg(at.timestamp_millis())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn heartbeats_seen(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: HashMap<String, i64> = conn
+            .hgetall(self.inc_key("heartbeats"))
+            .await
+            .map_err(unavailable)?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(name, ms)| Utc.timestamp_millis_opt(ms).single().map(|t| (name, t)))
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

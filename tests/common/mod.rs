@@ -268,6 +268,9 @@ pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
         timeline_dropped: 0,
         last_activity: t0,
         all_resolved_since: None,
+        flapping: false,
+        flap_policy: None,
+        sla: None,
         policy: Policy {
             window_s: 300,
             auto_resolve: true,
@@ -327,4 +330,26 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts the daemon binary on `cfg` and waits until it listens on `port`.
+pub fn spawn_daemon(cfg: &Path, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
 }

@@ -138,6 +138,11 @@ async fn handle(
         .format
         .decode(&bytes, received_at)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
+    if let Some(heartbeats) = ep.ingestor.heartbeats() {
+        heartbeats
+            .observe_activity("webhook", ep.format.as_str(), received_at)
+            .await;
+    }
     ep.ingestor
         .ingest(ep.format.as_str(), alerts, received_at)
         .await
