@@ -438,3 +438,48 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    open_incident_gauges_follow_every_write,
+    DAY,
+    |store: SharedStore| async move {
+        use incidentd::incident::IncidentState;
+        use incidentd::store::IncidentCommit;
+        let write = |inc: incidentd::incident::Incident, expected: u64| {
+            let store = store.clone();
+            async move {
+                let commit = IncidentCommit {
+                    incident: &inc,
+                    expected_version: expected,
+                    bind: None,
+                    members: &[],
+                    due: None,
+                    outbox_event: None,
+                };
+                assert!(store.commit_incident(&commit).await.unwrap());
+            }
+        };
+        let base = store.open_gauges().await.unwrap();
+        let mut a = common::sample_incident(&common::unique_prefix("gauge-a"));
+        a.priority = 1;
+        a.version = 1;
+        write(a.clone(), 0).await;
+        let mut b = common::sample_incident(&common::unique_prefix("gauge-b"));
+        b.priority = 2;
+        b.version = 1;
+        write(b.clone(), 0).await;
+        let g = store.open_gauges().await.unwrap();
+        assert_eq!(g.by_priority[0] - base.by_priority[0], 1);
+        assert_eq!(g.by_priority[1] - base.by_priority[1], 1);
+        // An escalation moves it between priorities; resolving takes it out.
+        b.priority = 1;
+        b.version = 2;
+        write(b.clone(), 1).await;
+        a.state = IncidentState::Resolved;
+        a.version = 2;
+        write(a.clone(), 1).await;
+        let g = store.open_gauges().await.unwrap();
+        assert_eq!(g.by_priority[0] - base.by_priority[0], 1);
+        assert_eq!(g.by_priority[1] - base.by_priority[1], 0);
+    }
+);

@@ -12,7 +12,6 @@ use prometheus::{
     Registry,
 };
 
-use super::{IncidentQuery, flapping};
 use crate::store::{SharedStore, StoreError};
 
 pub struct IncidentMetrics {
@@ -119,24 +118,12 @@ impl IncidentMetrics {
 
 /// Sets the gauges that describe the shared state from the store.
 pub async fn refresh(store: &SharedStore, m: &IncidentMetrics) -> Result<(), StoreError> {
-    let mut open = [0i64; 5];
-    let mut flapping_alerts = 0i64;
-    // One pass over the listing (the store filters by state on the client side
-    // anyway).
-    let all = store
-        .list_incidents(&IncidentQuery {
-            limit: usize::MAX,
-            ..IncidentQuery::default()
-        })
-        .await?;
-    for inc in all.iter().filter(|i| i.state.is_open()) {
-        let p = usize::from(inc.priority.clamp(1, 5)) - 1;
-        open[p] += 1;
-        flapping_alerts += flapping::flapping_alerts(inc) as i64;
-    }
-    for (i, n) in open.iter().enumerate() {
+    // Counters kept by every incident write: reading them loads no incident,
+    // however many the store holds.
+    let g = store.open_gauges().await?;
+    for (i, n) in g.by_priority.iter().enumerate() {
         m.open.with_label_values(&[&(i + 1).to_string()]).set(*n);
     }
-    m.flapping_alerts.set(flapping_alerts);
+    m.flapping_alerts.set(g.flapping_alerts);
     Ok(())
 }

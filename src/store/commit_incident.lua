@@ -4,12 +4,17 @@
 -- `{PREFIX}` hash tag, so this is legal on Redis Cluster.
 -- KEYS[1] incident hash   KEYS[2] correlation slot   KEYS[3] index zset (by update time)
 -- KEYS[4] due zset        KEYS[5] outbox stream
--- KEYS[6..] per member alert: its member key, then its set of incidents
+-- KEYS[6] open-incident counters (hash: `p1`..`p5` open incidents by priority,
+--         `flapping` their flapping alerts)
+-- KEYS[7..] per member alert: its member key, then its set of incidents
 -- ARGV[1] expected version ("0": new)   ARGV[2] new version   ARGV[3] incident JSON
 -- ARGV[4] id   ARGV[5] "1" to bind the slot   ARGV[6] expected slot id or ""
 -- ARGV[7] number of member alerts   ARGV[8] member ttl ms   ARGV[9] updated ms
 -- ARGV[10] due ms or ""   ARGV[11] outbox event or ""
 -- ARGV[12] ms to keep a closed incident, or "" while it is not closed
+-- ARGV[13] what the incident adds to the counters: "OPEN:PRIORITY:FLAPPING"
+--          (OPEN "1" or "0"); kept in the incident hash as `gauge` so the next
+--          write can take the old contribution back
 -- Returns 1 when written, 0 on a conflict.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
@@ -22,14 +27,29 @@ if ARGV[5] == '1' then
   end
   redis.call('SET', KEYS[2], ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+local old_gauge = redis.call('HGET', KEYS[1], 'gauge')
+if old_gauge ~= ARGV[13] then
+  local function count(gauge, sign)
+    if not gauge then return end
+    local open, priority, flapping = string.match(gauge, '^(%d):(%d+):(%d+)$')
+    if open == '1' then
+      redis.call('HINCRBY', KEYS[6], 'p' .. priority, sign)
+      if flapping ~= '0' then
+        redis.call('HINCRBY', KEYS[6], 'flapping', sign * tonumber(flapping))
+      end
+    end
+  end
+  count(old_gauge, -1)
+  count(ARGV[13], 1)
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13])
 if ARGV[12] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[12])
 else
   redis.call('PERSIST', KEYS[1])
 end
 for i = 0, tonumber(ARGV[7]) - 1 do
-  local member, of_alert = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
+  local member, of_alert = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
   redis.call('SET', member, ARGV[4], 'PX', ARGV[8])
   redis.call('SADD', of_alert, ARGV[4])
   redis.call('PEXPIRE', of_alert, ARGV[8])

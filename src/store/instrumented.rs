@@ -233,6 +233,10 @@ impl StateStore for Instrumented {
         timed!(self, "heartbeats_seen", self.inner.heartbeats_seen())
     }
 
+    async fn open_gauges(&self) -> Result<super::OpenGauges, StoreError> {
+        timed!(self, "open_gauges", self.inner.open_gauges())
+    }
+
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         timed!(self, "maintain", self.inner.maintain(now))
     }

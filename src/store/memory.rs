@@ -476,6 +476,15 @@ impl StateStore for MemoryStore {
         Ok(self.incidents()?.heartbeats.clone())
     }
 
+    async fn open_gauges(&self) -> Result<super::OpenGauges, StoreError> {
+        // In process: counting is as cheap as keeping counters.
+        let mut g = super::OpenGauges::default();
+        for inc in self.incidents()?.by_id.values() {
+            g.add(inc);
+        }
+        Ok(g)
+    }
+
     async fn maintain(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.lock()?.retain(|_, s| !self.expired(s, now));
         let retention = self.closed_retention;

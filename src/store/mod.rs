@@ -313,6 +313,11 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
     ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError>;
 
+    /// Open incidents by priority and their flapping alerts, across every
+    /// instance: kept as counters by each incident write, so reading them does
+    /// not load incidents.
+    async fn open_gauges(&self) -> Result<OpenGauges, StoreError>;
+
     /// Periodic housekeeping (expiry of resolved alerts); a no-op where the
     /// backend expires keys itself.
     async fn maintain(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -321,6 +326,34 @@ pub trait StateStore: Send + Sync + 'static {
 }
 
 pub type SharedStore = Arc<dyn StateStore>;
+
+/// What the open-incident gauges show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenGauges {
+    /// Open incidents of priority 1..=5, at index priority - 1.
+    pub by_priority: [i64; 5],
+    /// Flapping alerts of open incidents.
+    pub flapping_alerts: i64,
+}
+
+impl OpenGauges {
+    /// What one incident adds to the gauges: `(open, priority, flapping alerts)`.
+    pub fn contribution(inc: &crate::incident::Incident) -> (bool, u8, usize) {
+        (
+            inc.state.is_open(),
+            inc.priority.clamp(1, 5),
+            crate::incident::flapping::flapping_alerts(inc),
+        )
+    }
+
+    fn add(&mut self, inc: &crate::incident::Incident) {
+        let (open, priority, flapping) = Self::contribution(inc);
+        if open {
+            self.by_priority[usize::from(priority) - 1] += 1;
+            self.flapping_alerts += flapping as i64;
+        }
+    }
+}
 
 /// The dedup rules, applied to the previous state of one fingerprint.
 ///

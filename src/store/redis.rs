@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::redis_conn::{RedisConn, Timeouts};
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
-    StoreError,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, OpenGauges, Outcome, Recorded,
+    StateStore, StoreError,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery, IncidentState};
@@ -512,7 +512,8 @@ impl StateStore for RedisStore {
             .key(self.inc_key(&slot_key))
             .key(self.inc_key("incidents"))
             .key(self.inc_key("due"))
-            .key(self.inc_key("outbox"));
+            .key(self.inc_key("outbox"))
+            .key(self.inc_key("open"));
         for (rule, fp) in c.members {
             invocation
                 .key(self.inc_key(&format!("member:{rule}|{fp}")))
@@ -538,6 +539,10 @@ impl StateStore for RedisStore {
                 self.closed_retention_ms.to_string()
             } else {
                 String::new()
+            })
+            .arg({
+                let (open, priority, flapping) = OpenGauges::contribution(inc);
+                format!("{}:{priority}:{flapping}", u8::from(open))
             });
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
@@ -878,6 +883,20 @@ impl StateStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn open_gauges(&self) -> Result<OpenGauges, StoreError> {
+        let mut conn = self.conn.clone();
+        let counters: HashMap<String, i64> = conn
+            .hgetall(self.inc_key("open"))
+            .await
+            .map_err(unavailable)?;
+        let mut g = OpenGauges::default();
+        for (p, n) in g.by_priority.iter_mut().enumerate() {
+            *n = counters.get(&format!("p{}", p + 1)).copied().unwrap_or(0);
+        }
+        g.flapping_alerts = counters.get("flapping").copied().unwrap_or(0);
+        Ok(g)
     }
 
     async fn heartbeats_seen(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
