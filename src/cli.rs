@@ -108,11 +108,11 @@ pub fn execute(cli: Cli) -> ExitCode {
             json,
             explain,
         } => {
-            let Some((_, rules)) = load(&config, Overrides::default()) else {
+            let Some((config, rules)) = load(&config, Overrides::default()) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
             block_on(async move {
-                match crate::replay::replay(&input, std::sync::Arc::new(rules)).await {
+                match crate::replay::replay(&input, std::sync::Arc::new(rules), &config).await {
                     Ok(result) => {
                         let printed = match (json, explain) {
                             (true, false) => serde_json::to_string_pretty(&result.incidents),

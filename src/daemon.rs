@@ -138,7 +138,9 @@ impl Daemon {
         let engine = Arc::new(
             Engine::new(store.clone(), Arc::new(rules), metrics.clone())
                 .with_after_manual_close(config.after_manual_close)
-                .with_route_all_to(config.route_all_to.clone()),
+                .with_route_all_to(config.route_all_to.clone())
+                .with_topology(config.topology.clone())
+                .with_major(config.major.clone()),
         );
         let worker = Arc::new(
             Worker::new(

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::formats::Format;
 use crate::incident::Incident;
 use crate::rules::RuleSet;
@@ -30,10 +31,15 @@ pub struct ReplayResult {
     pub skipped: Vec<String>,
 }
 
-/// Replays the deliveries in `input` through `rules`.
-pub async fn replay(input: &Path, rules: Arc<RuleSet>) -> Result<ReplayResult, String> {
+/// Replays the deliveries in `input` through `rules`, with the incident
+/// settings (topology, major incidents) of `config`.
+pub async fn replay(
+    input: &Path,
+    rules: Arc<RuleSet>,
+    config: &Config,
+) -> Result<ReplayResult, String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let sim = Simulation::new(rules).map_err(|e| e.to_string())?;
+    let sim = Simulation::from_config(rules, config).map_err(|e| e.to_string())?;
     // The time of the last delivery; bare payloads without one start from now.
     let mut clock: Option<DateTime<Utc>> = None;
     let mut skipped = Vec::new();

@@ -25,7 +25,14 @@
 //! Expected incident fields, each optional: `title`, `description`, `state`,
 //! `priority`, `impact`, `urgency`, `category`, `subcategory`,
 //! `assignment_group`, `service`, `configuration_items`, `alert_count`, `rule`,
-//! `reopen_count`, `major`. Times: `90s`, `5m`, `1h30m`, or plain seconds.
+//! `reopen_count`, `major`, `root_cause`, `affected_services` (a list),
+//! `merged` (merged into another incident), `symptoms` (how many alerts are
+//! inhibited symptoms), `route` (a list). Times: `90s`, `5m`, `1h30m`, or
+//! plain seconds.
+//!
+//! `config: ../../examples/topology.yaml` (relative to the test file) runs the
+//! tests with that daemon config's incident settings (services file, major
+//! incidents); the rules still come from `rules_dir`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +54,10 @@ struct TestFile {
     rules_dir: Option<PathBuf>,
     #[serde(default)]
     start: Option<DateTime<Utc>>,
+    /// A daemon config (relative to the test file) whose incident settings
+    /// (services file, major incidents, ...) the simulation runs with.
+    #[serde(default)]
+    config: Option<PathBuf>,
     tests: Vec<TestCase>,
 }
 
@@ -96,6 +107,13 @@ struct ExpectedIncident {
     rule: Option<String>,
     reopen_count: Option<u32>,
     major: Option<bool>,
+    root_cause: Option<String>,
+    affected_services: Option<Vec<String>>,
+    /// Whether the incident was merged into another (its id is random).
+    merged: Option<bool>,
+    /// Alerts attached as symptoms (inhibited).
+    symptoms: Option<usize>,
+    route: Option<Vec<String>>,
 }
 
 /// An offset on the test's time axis.
@@ -253,13 +271,30 @@ async fn run_file(file: &Path, rules: Option<Arc<RuleSet>>, report: &mut Report)
             }
         }
     };
+    let config = match &tf.config {
+        None => None,
+        Some(c) => {
+            let path = file.parent().unwrap_or(Path::new(".")).join(c);
+            match crate::config::load(&path, &crate::config::Overrides::default()) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    report.failures.push(format!(
+                        "FAIL {}: config {}:\n{e}",
+                        file.display(),
+                        path.display()
+                    ));
+                    return;
+                }
+            }
+        }
+    };
     let start = tf.start.unwrap_or_else(|| {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
             .single()
             .unwrap_or_default()
     });
     for case in &tf.tests {
-        match run_case(case, rules.clone(), start).await {
+        match run_case(case, rules.clone(), config.as_ref(), start).await {
             Ok(()) => report.passed += 1,
             Err(diff) => {
                 report
@@ -279,9 +314,14 @@ enum Event<'a> {
 async fn run_case(
     case: &TestCase,
     rules: Arc<RuleSet>,
+    config: Option<&crate::config::Config>,
     start: DateTime<Utc>,
 ) -> Result<(), String> {
-    let sim = Simulation::new(rules).map_err(|e| e.to_string())?;
+    let sim = match config {
+        Some(c) => Simulation::from_config(rules, c),
+        None => Simulation::new(rules),
+    }
+    .map_err(|e| e.to_string())?;
     let mut events: Vec<(i64, u8, Event<'_>)> = case
         .alerts
         .iter()
@@ -420,6 +460,35 @@ fn compare(offset: i64, expected: &[ExpectedIncident], got: &[Incident], out: &m
             "major",
             exp.major.map(|m| m.to_string()),
             inc.major.to_string(),
+        );
+        field(
+            "root_cause",
+            exp.root_cause.clone(),
+            inc.topology.root_cause.clone().unwrap_or_default(),
+        );
+        field(
+            "affected_services",
+            exp.affected_services.as_ref().map(|s| s.join(", ")),
+            inc.topology.affected_services.join(", "),
+        );
+        field(
+            "merged",
+            exp.merged.map(|m| m.to_string()),
+            inc.topology.merged_into.is_some().to_string(),
+        );
+        field(
+            "symptoms",
+            exp.symptoms.map(|n| n.to_string()),
+            inc.alerts
+                .iter()
+                .filter(|a| a.role == Some(crate::topology::AlertRole::Symptom))
+                .count()
+                .to_string(),
+        );
+        field(
+            "route",
+            exp.route.as_ref().map(|r| r.join(", ")),
+            inc.route.join(", "),
         );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::alert::Alert;
+use crate::config::Config;
 use crate::incident::engine::Engine;
 use crate::incident::{Incident, IncidentQuery};
 use crate::ingest::{IngestSummary, Ingestor};
@@ -27,9 +28,31 @@ pub struct Simulation {
 
 impl Simulation {
     pub fn new(rules: Arc<RuleSet>) -> Result<Self, prometheus::Error> {
+        Self::with_engine(rules, |e| e)
+    }
+
+    /// The pipeline with the incident settings of a validated daemon config
+    /// (topology, major incidents, ...), as `incidentd run` would have them.
+    pub fn from_config(rules: Arc<RuleSet>, config: &Config) -> Result<Self, prometheus::Error> {
+        Self::with_engine(rules, |e| {
+            e.with_after_manual_close(config.after_manual_close)
+                .with_route_all_to(config.route_all_to.clone())
+                .with_topology(config.topology.clone())
+                .with_major(config.major.clone())
+        })
+    }
+
+    fn with_engine(
+        rules: Arc<RuleSet>,
+        configure: impl FnOnce(Engine) -> Engine,
+    ) -> Result<Self, prometheus::Error> {
         let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
         let store: SharedStore = Arc::new(MemoryStore::new(SIMULATED_RETENTION));
-        let engine = Arc::new(Engine::new(store.clone(), rules, metrics.clone()));
+        let engine = Arc::new(configure(Engine::new(
+            store.clone(),
+            rules,
+            metrics.clone(),
+        )));
         let ingestor = Ingestor::new(engine.clone(), metrics);
         Ok(Simulation {
             store,

@@ -14,14 +14,16 @@ use futures_util::StreamExt;
 use chrono::{DateTime, Utc};
 
 use super::lifecycle::{self, Step};
+use super::major::{self, MajorPolicy};
 use super::{Incident, IncidentState};
 use crate::alert::{Alert, Status};
 use crate::metrics::Metrics;
 use crate::rules::{Action, Decision, IncidentSpec, RuleSet};
 use crate::store::{Explain, ExplainRule, IncidentCommit, Outcome, SharedStore, StoreError};
+use crate::topology::Topology;
 
 /// Reads-and-retries before an incident write gives up (and the request gets 503).
-const MAX_ATTEMPTS: u32 = 32;
+pub(crate) const MAX_ATTEMPTS: u32 = 32;
 /// Upper bound of the random pause before a retry.
 const MAX_BACKOFF_MS: u64 = 50;
 /// Correlation groups of one batch written at once.
@@ -50,6 +52,9 @@ pub struct Engine {
     route_all_to: Vec<String>,
     rules: RwLock<Arc<RuleSet>>,
     metrics: Arc<Metrics>,
+    /// The services file, when the config names one.
+    topology: Option<Arc<Topology>>,
+    major: MajorPolicy,
 }
 
 /// One recorded alert of a batch, with its rules' decisions.
@@ -85,11 +90,16 @@ fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
 }
 
 /// What correlating one alert did, for the explanation.
-enum Correlated {
+pub(crate) enum Correlated {
     Nothing,
     Opened(String),
     Joined(String, IncidentState),
+    /// Put in incident `.0` by topology or inhibition, for the reason `.1`.
+    Placed(String, String),
 }
+
+/// An alert of a batch on the topology path: (item, explain entry, rule, spec, key).
+type TopologyItem = (usize, usize, Arc<str>, Arc<IncidentSpec>, String);
 
 impl Engine {
     pub fn new(store: SharedStore, rules: Arc<RuleSet>, metrics: Arc<Metrics>) -> Self {
@@ -100,7 +110,37 @@ impl Engine {
             route_all_to: Vec::new(),
             rules: RwLock::new(rules),
             metrics,
+            topology: None,
+            major: MajorPolicy::default(),
         }
+    }
+
+    /// Correlates alerts of the services in `topology` along their dependencies.
+    pub fn with_topology(mut self, topology: Option<Arc<Topology>>) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// The daemon-wide major-incident condition and route.
+    pub fn with_major(mut self, major: MajorPolicy) -> Self {
+        self.major = major;
+        self
+    }
+
+    pub(crate) fn topology(&self) -> Option<Arc<Topology>> {
+        self.topology.clone()
+    }
+
+    pub(crate) fn major(&self) -> &MajorPolicy {
+        &self.major
+    }
+
+    pub(crate) fn after_manual_close(&self) -> lifecycle::AfterManualClose {
+        self.after_manual_close
+    }
+
+    pub(crate) fn route_all_to(&self) -> &[String] {
+        &self.route_all_to
     }
 
     /// What an alert does to an incident a person closed in an ITSM platform.
@@ -180,6 +220,8 @@ impl Engine {
         // Per alert: its explanation entries, some waiting for a group's result.
         let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
         let mut groups: Vec<Group> = Vec::new();
+        // Placed one by one, in arrival order, after the groups.
+        let mut topology_items: Vec<TopologyItem> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             if item.outcome == Outcome::Stale || still_explained(item, now) {
@@ -210,6 +252,16 @@ impl Engine {
                                     hit.ends_at.to_rfc3339()
                                 );
                                 ("incident", Some(key), result)
+                            }
+                            _ if self.takes_topology_path(rules, &d.rule, spec, alert) => {
+                                topology_items.push((
+                                    i,
+                                    entries.len(),
+                                    d.rule.clone(),
+                                    spec.clone(),
+                                    key.clone(),
+                                ));
+                                ("incident", Some(key), String::new())
                             }
                             _ => {
                                 let g = *group_of
@@ -251,24 +303,35 @@ impl Engine {
             .buffered(GROUP_CONCURRENCY)
             .collect()
             .await;
+        let mut outcomes: Vec<(usize, usize, Correlated)> = Vec::new();
         for (g, result) in groups.iter().zip(results) {
             for (&(i, slot), outcome) in g.members.iter().zip(result?) {
-                if let Some(entry) = explained[i].as_mut().and_then(|e| e.get_mut(slot)) {
-                    let (id, result) = match outcome {
-                        Correlated::Nothing => {
-                            (None, "no open incident for this resolved alert".to_string())
-                        }
-                        Correlated::Opened(id) => {
-                            (Some(id.clone()), format!("opened incident {id}"))
-                        }
-                        Correlated::Joined(id, state) => (
-                            Some(id.clone()),
-                            format!("correlated into incident {id} (now {})", state.as_str()),
-                        ),
-                    };
-                    entry.incident_id = id;
-                    entry.result = result;
-                }
+                outcomes.push((i, slot, outcome));
+            }
+        }
+        for (i, slot, rule, spec, key) in &topology_items {
+            let outcome = self
+                .correlate_topology(rules, rule, spec, key, items[*i].alert, now)
+                .await?;
+            outcomes.push((*i, *slot, outcome));
+        }
+        for (i, slot, outcome) in outcomes {
+            if let Some(entry) = explained[i].as_mut().and_then(|e| e.get_mut(slot)) {
+                let (id, result) = match outcome {
+                    Correlated::Nothing => {
+                        (None, "no open incident for this resolved alert".to_string())
+                    }
+                    Correlated::Opened(id) => (Some(id.clone()), format!("opened incident {id}")),
+                    Correlated::Joined(id, state) => (
+                        Some(id.clone()),
+                        format!("correlated into incident {id} (now {})", state.as_str()),
+                    ),
+                    Correlated::Placed(id, why) => {
+                        (Some(id.clone()), format!("incident {id}: {why}"))
+                    }
+                };
+                entry.incident_id = id;
+                entry.result = result;
             }
         }
 
@@ -386,6 +449,8 @@ impl Engine {
                     }
                     Step::Update(inc) => (*inc, false),
                 };
+                let mut inc = inc;
+                major::apply(&mut inc, &self.major, spec.major.as_ref(), now);
                 let id = inc.id.clone();
                 results.push(if opened {
                     Correlated::Opened(id.clone())
@@ -423,6 +488,7 @@ impl Engine {
                     members: &members,
                     due: lifecycle::next_due(&inc),
                     outbox_event: event.filter(|_| !inc.route.is_empty()),
+                    slots: &[],
                 };
                 if !self.store.commit_incident(&commit).await? {
                     // Somebody else changed one of them: read again and redo the
@@ -442,13 +508,13 @@ impl Engine {
     /// Another writer won the race for an incident: count it, and pause a
     /// random, growing while (full jitter) so a storm on one key does not turn
     /// into writers retrying in lockstep.
-    async fn conflict(&self, attempt: u32) {
+    pub(crate) async fn conflict(&self, attempt: u32) {
         self.metrics.incident_conflicts.inc();
         let cap = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
         tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
     }
 
-    fn count_change(&self, event: Option<&str>) {
+    pub(crate) fn count_change(&self, event: Option<&str>) {
         if let Some(event) = event {
             self.metrics
                 .incident_changes
@@ -526,6 +592,7 @@ impl Engine {
                 members: &[],
                 due,
                 outbox_event: event.filter(|_| !next.route.is_empty()),
+                slots: &[],
             };
             if self.store.commit_incident(&commit).await? {
                 self.count_change(event);
@@ -584,6 +651,6 @@ pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'sta
     (a != b).then_some("updated")
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     format!("inc-{}", uuid::Uuid::now_v7().simple())
 }

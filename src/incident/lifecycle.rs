@@ -176,6 +176,7 @@ fn create(
         closed_by: None,
         related: Vec::new(),
         route: spec.route.clone(),
+        topology: Default::default(),
         alerts: vec![IncidentAlert {
             fingerprint: alert.fingerprint.clone(),
             labels: alert.labels.clone(),
@@ -183,6 +184,7 @@ fn create(
             status: alert.status,
             joined_at: now,
             status_changed_at: now,
+            role: None,
         }],
         timeline: Vec::new(),
         timeline_dropped: 0,
@@ -214,6 +216,7 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         status: alert.status,
         joined_at: now,
         status_changed_at: now,
+        role: None,
     });
     inc.alert_count = inc.alerts.len();
     let fields = spec.render(alert, inc.alert_count);

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod lifecycle;
+pub mod major;
 
 use std::collections::BTreeMap;
 
@@ -75,6 +76,10 @@ pub struct IncidentAlert {
     pub status: Status,
     pub joined_at: DateTime<Utc>,
     pub status_changed_at: DateTime<Utc>,
+    /// What the alert is to the incident when topology or inhibition put it
+    /// there (`root_cause`, `dependent`, `symptom`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::topology::AlertRole>,
 }
 
 /// One change of an incident, with its cause.
@@ -134,6 +139,9 @@ pub struct Incident {
     #[serde(default)]
     pub related: Vec<String>,
     pub route: Vec<String>,
+    /// Root cause, affected services and merges (service topology).
+    #[serde(flatten)]
+    pub topology: crate::topology::IncidentTopology,
     pub alerts: Vec<IncidentAlert>,
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries dropped beyond [`MAX_TIMELINE`].

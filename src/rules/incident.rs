@@ -44,6 +44,11 @@ pub struct IncidentSpec {
     pub close_after: Duration,
     /// Names of the adapters the incident is sent to, carried through as written.
     pub route: Vec<String>,
+    /// Whether alerts of services in the services file correlate by topology
+    /// (`topology: false` opts the rule out).
+    pub topology: bool,
+    /// This rule's major-incident condition, besides the daemon-wide one.
+    pub major: Option<crate::incident::major::MajorCondition>,
     rule: Arc<str>,
     templates: Templates,
 }
@@ -150,6 +155,9 @@ impl IncidentSpec {
             }
         }
 
+        if let Some(msg) = raw.major.as_ref().and_then(|m| m.check()) {
+            p.at(&format!("{at}.major"), Code::Major, msg);
+        }
         let (impact, urgency) = (impact?, urgency?);
         (p.count() == errors_before).then(|| IncidentSpec {
             impact,
@@ -164,6 +172,8 @@ impl IncidentSpec {
             reopen_within: Duration::from_secs(raw.reopen_within_s),
             close_after: Duration::from_secs(raw.close_after_s),
             route: raw.route.clone(),
+            topology: raw.topology,
+            major: raw.major.clone(),
             rule: rule.clone(),
             templates,
         })
@@ -199,6 +209,14 @@ pub(super) struct RawIncident {
     close_after_s: u64,
     #[serde(default)]
     route: Vec<String>,
+    #[serde(default = "default_topology")]
+    topology: bool,
+    #[serde(default)]
+    major: Option<crate::incident::major::MajorCondition>,
+}
+
+fn default_topology() -> bool {
+    true
 }
 
 fn default_group_by() -> Vec<String> {

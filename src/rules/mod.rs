@@ -36,7 +36,8 @@ mod compile;
 mod error;
 mod expr;
 mod incident;
-mod locate;
+mod inhibit;
+pub(crate) mod locate;
 mod maintenance;
 mod matcher;
 mod parse;
@@ -57,6 +58,7 @@ use priority::PriorityMatrix;
 
 pub use error::{RuleError, RuleErrors};
 pub use incident::{IncidentSpec, RenderedFields, ResolveMode};
+pub use inhibit::Inhibit;
 pub use maintenance::MaintenanceHit;
 pub use priority::Level;
 
@@ -67,6 +69,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     windows: Vec<Window>,
     matrix: PriorityMatrix,
+    inhibits: Vec<Inhibit>,
 }
 
 #[derive(Debug)]
@@ -185,6 +188,52 @@ impl RuleSet {
     /// The priority (1..=5) of `impact` and `urgency` under this rule set's matrix.
     pub fn priority(&self, impact: Level, urgency: Level) -> u8 {
         self.matrix.get(impact, urgency)
+    }
+
+    /// Every inhibition (`inhibits:`), in rule order.
+    pub fn inhibits(&self) -> &[Inhibit] {
+        &self.inhibits
+    }
+
+    /// The incident settings of rule `name`, if it raises incidents.
+    pub fn incident_spec(&self, name: &str) -> Option<Arc<IncidentSpec>> {
+        self.rules.iter().find_map(|r| match &r.action {
+            Action::Incident(spec) if &*r.name == name => Some(spec.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Alertmanager-style label matchers, all of which must hold, for other parts
+/// of the daemon that select alerts the way rules do (the services file).
+#[derive(Debug, Default)]
+pub struct LabelMatchers(Vec<Matcher>);
+
+impl LabelMatchers {
+    /// Parses every matcher; on failure, `(index, message)` for each bad one.
+    pub fn parse(raw: &[String]) -> Result<LabelMatchers, Vec<(usize, String)>> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            match Matcher::parse(text) {
+                Ok(m) => good.push(m),
+                Err((_, msg)) => bad.push((i, msg)),
+            }
+        }
+        if bad.is_empty() {
+            Ok(LabelMatchers(good))
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// True when every matcher holds (an empty list holds for every alert).
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        matcher::all_match(&self.0, labels)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -10,7 +10,9 @@
 -- ARGV[7] number of member alerts   ARGV[8] member ttl ms   ARGV[9] updated ms
 -- ARGV[10] due ms or ""   ARGV[11] outbox event or ""
 -- ARGV[12] ms to keep a closed incident, or "" while it is not closed
--- Returns 1 when written, 0 on a conflict.
+-- ARGV[13] number of extra slots; KEYS after the members' are those slots, and
+-- ARGV[14..] per extra slot: its expected id or "", then "1" to point it at the incident
+-- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
   return 0
@@ -20,7 +22,22 @@ if ARGV[5] == '1' then
   if slot ~= ARGV[6] then
     return 0
   end
+end
+local members = tonumber(ARGV[7])
+local extra = tonumber(ARGV[13] or '0')
+for i = 0, extra - 1 do
+  local slot = redis.call('GET', KEYS[6 + 2 * members + i]) or ''
+  if slot ~= ARGV[14 + 2 * i] then
+    return 0
+  end
+end
+if ARGV[5] == '1' then
   redis.call('SET', KEYS[2], ARGV[4])
+end
+for i = 0, extra - 1 do
+  if ARGV[15 + 2 * i] == '1' then
+    redis.call('SET', KEYS[6 + 2 * members + i], ARGV[4])
+  end
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
 if ARGV[12] ~= '' then
@@ -28,7 +45,7 @@ if ARGV[12] ~= '' then
 else
   redis.call('PERSIST', KEYS[1])
 end
-for i = 0, tonumber(ARGV[7]) - 1 do
+for i = 0, members - 1 do
   local member, of_alert = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
   redis.call('SET', member, ARGV[4], 'PX', ARGV[8])
   redis.call('SADD', of_alert, ARGV[4])

@@ -506,6 +506,9 @@ impl StateStore for RedisStore {
                 .key(self.inc_key(&format!("member:{rule}|{fp}")))
                 .key(self.inc_key(&format!("of-alert:{fp}")));
         }
+        for slot in c.slots {
+            invocation.key(self.inc_key(&format!("slot:{}", slot.key)));
+        }
         invocation
             .arg(c.expected_version)
             .arg(inc.version)
@@ -526,7 +529,13 @@ impl StateStore for RedisStore {
                 self.closed_retention_ms.to_string()
             } else {
                 String::new()
-            });
+            })
+            .arg(c.slots.len());
+        for slot in c.slots {
+            invocation
+                .arg(slot.expected.unwrap_or(""))
+                .arg(if slot.set { "1" } else { "0" });
+        }
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
         let written: i64 = invocation

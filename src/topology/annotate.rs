@@ -1,0 +1,146 @@
+//! What the services of an incident's alerts say about it: the root-cause
+//! candidate, the affected services, each alert's role, and the fields that
+//! follow the root cause (title, service, owner, configuration items, impact).
+//! Pure: the engine calls it after every topology change.
+
+use chrono::{DateTime, Utc};
+
+use super::{AlertRole, Topology};
+use crate::alert::Alert;
+use crate::incident::Incident;
+use crate::rules::{Level, RuleSet};
+
+/// Recomputes the topology fields of `inc` (see the module header).
+pub fn annotate(inc: &mut Incident, topo: &Topology, rules: &RuleSet, now: DateTime<Utc>) {
+    // Services in order of their first alert; symptoms do not make a service
+    // a root-cause candidate, but it is still affected.
+    let mut affected: Vec<&str> = Vec::new();
+    let mut failing: Vec<&str> = Vec::new();
+    for a in &inc.alerts {
+        let Some(s) = topo.service_of(&a.labels) else {
+            continue;
+        };
+        if !affected.contains(&s.name.as_str()) {
+            affected.push(&s.name);
+        }
+        if a.role != Some(AlertRole::Symptom) && !failing.contains(&s.name.as_str()) {
+            failing.push(&s.name);
+        }
+    }
+    // The deepest failing dependency: a failing service none of whose
+    // dependencies fail; of several, the one most other failing services
+    // depend on, then the first to fail.
+    let root = failing
+        .iter()
+        .filter(|s| !failing.iter().any(|o| o != *s && topo.depends_on(s, o)))
+        .max_by_key(|s| {
+            let dependents = failing.iter().filter(|o| topo.depends_on(o, s)).count();
+            let first = failing.iter().position(|o| o == *s).unwrap_or(0);
+            (dependents, std::cmp::Reverse(first))
+        })
+        .map(|s| s.to_string());
+    let Some(root) = root else {
+        if !affected.is_empty() {
+            inc.topology.affected_services = affected.iter().map(|s| s.to_string()).collect();
+        }
+        return;
+    };
+    if inc.topology.root_cause.as_deref() != Some(root.as_str()) {
+        let why = match &inc.topology.root_cause {
+            None => format!("root cause candidate: {root}"),
+            Some(old) => format!("root cause candidate is now {root}: {old} depends on it"),
+        };
+        inc.push_timeline(now, "root_cause", why);
+        inc.topology.root_cause = Some(root.clone());
+    }
+    let mut ordered = vec![root.clone()];
+    ordered.extend(
+        affected
+            .iter()
+            .filter(|s| **s != root)
+            .map(|s| s.to_string()),
+    );
+    inc.topology.affected_services = ordered;
+
+    for a in &mut inc.alerts {
+        if a.role == Some(AlertRole::Symptom) {
+            continue;
+        }
+        a.role = topo.service_of(&a.labels).map(|s| {
+            if s.name == root {
+                AlertRole::RootCause
+            } else {
+                AlertRole::Dependent
+            }
+        });
+    }
+
+    let Some(service) = topo.get(&root) else {
+        return;
+    };
+    inc.service = Some(root.clone());
+    if let Some(owner) = &service.owner {
+        inc.assignment_group = Some(owner.clone());
+    }
+    for name in &inc.topology.affected_services {
+        if let Some(s) = topo.get(name) {
+            for ci in &s.configuration_items {
+                if !inc.configuration_items.contains(ci) {
+                    inc.configuration_items.push(ci.clone());
+                }
+            }
+        }
+    }
+    // Criticality raises impact (never lowers it), and priority follows.
+    let raised = inc
+        .topology
+        .affected_services
+        .iter()
+        .filter_map(|n| topo.get(n).and_then(|s| s.criticality))
+        .fold(inc.impact, higher);
+    if raised != inc.impact {
+        inc.impact = raised;
+        inc.priority = rules.priority(inc.impact, inc.urgency);
+    }
+    retitle(inc, topo, rules, &root);
+}
+
+fn higher(a: Level, b: Level) -> Level {
+    let rank = |l: Level| match l {
+        Level::High => 2,
+        Level::Medium => 1,
+        Level::Low => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The title as the incident's rule words it for the root cause's first
+/// alert, counting the root cause's alerts: it names what broke, not what
+/// broke first.
+fn retitle(inc: &mut Incident, topo: &Topology, rules: &RuleSet, root: &str) {
+    let Some(spec) = rules.incident_spec(&inc.rule) else {
+        return;
+    };
+    let on_root: Vec<_> = inc
+        .alerts
+        .iter()
+        .filter(|a| a.role == Some(AlertRole::RootCause))
+        .filter(|a| topo.service_of(&a.labels).is_some_and(|s| s.name == root))
+        .collect();
+    let Some(first) = on_root.first() else {
+        return;
+    };
+    let alert = Alert {
+        source: String::new(),
+        fingerprint: first.fingerprint.clone(),
+        status: first.status,
+        labels: first.labels.clone(),
+        annotations: first.annotations.clone(),
+        severity: first.labels.get("severity").cloned(),
+        starts_at: None,
+        ends_at: None,
+        generator_url: None,
+        received_at: first.joined_at,
+    };
+    inc.title = spec.render(&alert, on_root.len()).title;
+}
