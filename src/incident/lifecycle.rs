@@ -218,7 +218,7 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         status_changed_at: now,
         role: None,
     });
-    inc.alert_count = inc.alerts.len();
+    inc.alert_count = inc.counted_alerts();
     let fields = spec.render(alert, inc.alert_count);
     if let Some(ci) = fields.configuration_item
         && !inc.configuration_items.contains(&ci)

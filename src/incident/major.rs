@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::Incident;
-use crate::topology::AlertRole;
 
 /// When an incident is major; every bound left out is not checked, and the
 /// incident is major as soon as one bound is reached.
@@ -75,11 +74,7 @@ impl MajorCondition {
         {
             return Some(format!("{cis} configuration items affected (major at {n})"));
         }
-        let alerts = inc
-            .alerts
-            .iter()
-            .filter(|a| a.role != Some(AlertRole::Symptom))
-            .count();
+        let alerts = inc.counted_alerts();
         if let Some(n) = self.min_alerts
             && alerts >= n
         {

@@ -120,6 +120,7 @@ pub struct Incident {
     pub service: Option<String>,
     pub configuration_items: Vec<String>,
     pub major: bool,
+    /// Alerts in the incident, inhibited symptoms not counted.
     pub alert_count: usize,
     pub rule: String,
     pub correlation_key: String,
@@ -160,6 +161,15 @@ pub struct Incident {
 impl Incident {
     pub fn alert(&self, fingerprint: &str) -> Option<&IncidentAlert> {
         self.alerts.iter().find(|a| a.fingerprint == fingerprint)
+    }
+
+    /// What `alert_count` counts: the alerts, less inhibited symptoms (they
+    /// are listed, but are not what the incident is about).
+    pub fn counted_alerts(&self) -> usize {
+        self.alerts
+            .iter()
+            .filter(|a| a.role != Some(crate::topology::AlertRole::Symptom))
+            .count()
     }
 
     pub fn push_timeline(&mut self, at: DateTime<Utc>, event: &str, cause: impl Into<String>) {

@@ -45,14 +45,15 @@ pub fn annotate(inc: &mut Incident, topo: &Topology, rules: &RuleSet, now: DateT
         }
         return;
     };
-    if inc.topology.root_cause.as_deref() != Some(root.as_str()) {
-        let why = match &inc.topology.root_cause {
-            None => format!("root cause candidate: {root}"),
-            Some(old) => format!("root cause candidate is now {root}: {old} depends on it"),
-        };
+    // The first candidate is the incident's own service: news only when a
+    // deeper dependency takes over.
+    if let Some(old) = &inc.topology.root_cause
+        && *old != root
+    {
+        let why = format!("root cause candidate is now {root}: {old} depends on it");
         inc.push_timeline(now, "root_cause", why);
-        inc.topology.root_cause = Some(root.clone());
     }
+    inc.topology.root_cause = Some(root.clone());
     let mut ordered = vec![root.clone()];
     ordered.extend(
         affected

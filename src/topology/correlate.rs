@@ -105,7 +105,7 @@ fn attach(
         status_changed_at: now,
         role,
     });
-    inc.alert_count = inc.alerts.len();
+    inc.alert_count = inc.counted_alerts();
     // A symptom does not keep the incident's window open: it is not news.
     if role != Some(AlertRole::Symptom) {
         inc.last_activity = now;
@@ -120,9 +120,6 @@ fn attach(
 /// so a redone merge changes nothing).
 fn absorb(mut cause: Incident, pull: &Pull<'_>, now: DateTime<Utc>) -> Incident {
     let from = &pull.inc;
-    if cause.topology.merged_from.contains(&from.id) {
-        return cause;
-    }
     for a in &from.alerts {
         if cause.alert(&a.fingerprint).is_some() {
             continue;
@@ -140,11 +137,13 @@ fn absorb(mut cause: Incident, pull: &Pull<'_>, now: DateTime<Utc>) -> Incident 
             cause.configuration_items.push(ci.clone());
         }
     }
-    cause.alert_count = cause.alerts.len();
+    cause.alert_count = cause.counted_alerts();
     if cause.alerts.iter().any(|a| a.status == Status::Firing) {
         cause.all_resolved_since = None;
     }
-    cause.topology.merged_from.push(from.id.clone());
+    if !cause.topology.merged_from.contains(&from.id) {
+        cause.topology.merged_from.push(from.id.clone());
+    }
     cause.last_activity = cause.last_activity.max(now);
     cause.updated_at = now;
     cause.push_timeline(
@@ -231,6 +230,19 @@ impl Engine {
         Ok(None)
     }
 
+    /// Whether an incident merged into `inc` is still open: an attempt that
+    /// moved its alerts here lost the race to close it, and the pull is redone.
+    async fn merge_pending(&self, inc: &Incident) -> Result<bool, StoreError> {
+        for id in &inc.topology.merged_from {
+            if let Some(from) = self.store().get_incident(id).await?
+                && from.state != IncidentState::Closed
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Places one alert (see the module header). Redone from the reads on a
     /// conflict.
     pub(crate) async fn correlate_topology(
@@ -262,6 +274,10 @@ impl Engine {
 
             // 1. The incident the alert is already in.
             let mut placed: Option<Placement> = None;
+            // A member's update is the bulk of a storm: it only needs the
+            // pulls below when an earlier attempt merged an incident into
+            // this one without closing it yet.
+            let mut member_update = false;
             if let Some(m) = member.filter(|m| m.state != IncidentState::Closed) {
                 let step = lifecycle::on_alert(
                     Some(m.clone()),
@@ -279,6 +295,7 @@ impl Engine {
                         let symptom = inc
                             .alert(fp)
                             .is_some_and(|a| a.role == Some(AlertRole::Symptom));
+                        member_update = !self.merge_pending(&inc).await?;
                         placed = Some(Placement {
                             inc: *inc,
                             before: Some(m),
@@ -443,7 +460,7 @@ impl Engine {
             // 6. Pull in the incidents this alert is the cause of.
             let mut pulls: Vec<Pull<'_>> = Vec::new();
             let mut sets: Vec<String> = Vec::new();
-            if firing && !symptom {
+            if firing && !symptom && !member_update {
                 if let (Some(t), Some(svc)) = (&topo, &service) {
                     let own = service_slot(svc);
                     if reads.value(&own).is_none() {
