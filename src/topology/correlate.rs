@@ -472,8 +472,17 @@ impl Engine {
                         else {
                             continue;
                         };
+                        // Only an incident caused by a dependent: one whose
+                        // root cause lies elsewhere (a dependent also failing
+                        // because of another dependency) stays apart.
+                        let caused_by_dependent = d
+                            .topology
+                            .root_cause
+                            .as_deref()
+                            .is_some_and(|r| t.depends_on(r, svc));
                         if d.id == inc.id
                             || pulls.iter().any(|p| p.inc.id == d.id)
+                            || !caused_by_dependent
                             || !open_within(&d, now)
                         {
                             continue;
@@ -498,8 +507,13 @@ impl Engine {
                         else {
                             continue;
                         };
+                        // Only an incident of nothing but this source's targets.
+                        let all_targets = d.alerts.iter().all(|a| {
+                            inh.is_target(&a.labels) && inh.same_equal(&a.labels, &alert.labels)
+                        });
                         if d.id == inc.id
                             || pulls.iter().any(|p| p.inc.id == d.id)
+                            || !all_targets
                             || !open_within(&d, now)
                         {
                             continue;

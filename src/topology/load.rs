@@ -288,7 +288,7 @@ mod tests {
         );
         assert_eq!(e.len(), 5, "{e:#?}");
         assert!(
-            e[0].starts_with("services.yaml:4:19:") && e[0].contains("\"nope\""),
+            e[0].starts_with("services.yaml:4:18:") && e[0].contains("\"nope\""),
             "{e:#?}"
         );
         assert!(
