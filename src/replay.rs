@@ -136,10 +136,20 @@ pub fn render_table(result: &ReplayResult, explain: bool) -> String {
             i.title
         );
     }
+    let merged = result
+        .incidents
+        .iter()
+        .filter(|i| i.topology.merged_into.is_some())
+        .count();
     let _ = writeln!(
         out,
-        "{} incident(s) from {} alert(s)",
+        "{} incident(s){} from {} alert(s)",
         result.incidents.len(),
+        if merged > 0 {
+            format!(" ({merged} merged into another)")
+        } else {
+            String::new()
+        },
         result.alerts.len()
     );
     if explain {
