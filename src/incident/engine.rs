@@ -90,12 +90,10 @@ fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
 }
 
 /// What correlating one alert did, for the explanation.
-pub(crate) enum Correlated {
+enum Correlated {
     Nothing,
     Opened(String),
     Joined(String, IncidentState),
-    /// Put in incident `.0` by topology or inhibition, for the reason `.1`.
-    Placed(String, String),
 }
 
 /// An alert of a batch on the topology path: (item, explain entry, rule, spec, key).
@@ -303,33 +301,32 @@ impl Engine {
             .buffered(GROUP_CONCURRENCY)
             .collect()
             .await;
-        let mut outcomes: Vec<(usize, usize, Correlated)> = Vec::new();
         for (g, result) in groups.iter().zip(results) {
             for (&(i, slot), outcome) in g.members.iter().zip(result?) {
-                outcomes.push((i, slot, outcome));
+                if let Some(entry) = explained[i].as_mut().and_then(|e| e.get_mut(slot)) {
+                    let (id, result) = match outcome {
+                        Correlated::Nothing => {
+                            (None, "no open incident for this resolved alert".to_string())
+                        }
+                        Correlated::Opened(id) => {
+                            (Some(id.clone()), format!("opened incident {id}"))
+                        }
+                        Correlated::Joined(id, state) => (
+                            Some(id.clone()),
+                            format!("correlated into incident {id} (now {})", state.as_str()),
+                        ),
+                    };
+                    entry.incident_id = id;
+                    entry.result = result;
+                }
             }
         }
+        // Topology and inhibition placed these one by one, in arrival order.
         for (i, slot, rule, spec, key) in &topology_items {
-            let outcome = self
+            let (id, result) = self
                 .correlate_topology(rules, rule, spec, key, items[*i].alert, now)
                 .await?;
-            outcomes.push((*i, *slot, outcome));
-        }
-        for (i, slot, outcome) in outcomes {
-            if let Some(entry) = explained[i].as_mut().and_then(|e| e.get_mut(slot)) {
-                let (id, result) = match outcome {
-                    Correlated::Nothing => {
-                        (None, "no open incident for this resolved alert".to_string())
-                    }
-                    Correlated::Opened(id) => (Some(id.clone()), format!("opened incident {id}")),
-                    Correlated::Joined(id, state) => (
-                        Some(id.clone()),
-                        format!("correlated into incident {id} (now {})", state.as_str()),
-                    ),
-                    Correlated::Placed(id, why) => {
-                        (Some(id.clone()), format!("incident {id}: {why}"))
-                    }
-                };
+            if let Some(entry) = explained[*i].as_mut().and_then(|e| e.get_mut(*slot)) {
                 entry.incident_id = id;
                 entry.result = result;
             }

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use super::AlertRole;
 use super::annotate::annotate;
 use crate::alert::{Alert, Status};
-use crate::incident::engine::{Correlated, Engine, MAX_ATTEMPTS, change_event, new_id};
+use crate::incident::engine::{Engine, MAX_ATTEMPTS, change_event, new_id};
 use crate::incident::lifecycle::{self, Step};
 use crate::incident::{Incident, IncidentAlert, IncidentState, major};
 use crate::rules::{IncidentSpec, Inhibit, RuleSet};
@@ -244,7 +244,8 @@ impl Engine {
     }
 
     /// Places one alert (see the module header). Redone from the reads on a
-    /// conflict.
+    /// conflict. Returns the incident it went to, and why in words (for the
+    /// alert's explanation).
     pub(crate) async fn correlate_topology(
         &self,
         rules: &RuleSet,
@@ -253,7 +254,8 @@ impl Engine {
         key: &str,
         alert: &Alert,
         now: DateTime<Utc>,
-    ) -> Result<Correlated, StoreError> {
+    ) -> Result<(Option<String>, String), StoreError> {
+        let nothing = || (None, "no open incident for this resolved alert".to_string());
         let topo = self.topology().filter(|_| spec.topology);
         let service = topo
             .as_ref()
@@ -290,7 +292,7 @@ impl Engine {
                     new_id,
                 );
                 match step {
-                    Step::Nothing => return Ok(Correlated::Nothing),
+                    Step::Nothing => return Ok(nothing()),
                     Step::Update(inc) => {
                         let symptom = inc
                             .alert(fp)
@@ -309,7 +311,7 @@ impl Engine {
                 }
             }
             if placed.is_none() && !firing {
-                return Ok(Correlated::Nothing);
+                return Ok(nothing());
             }
 
             // 2. Inhibited by a firing source in an open incident.
@@ -424,7 +426,7 @@ impl Engine {
                         new_id,
                     );
                     match step {
-                        Step::Nothing => return Ok(Correlated::Nothing),
+                        Step::Nothing => return Ok(nothing()),
                         Step::Create(mut inc) => {
                             for adapter in self.route_all_to() {
                                 if !inc.route.contains(adapter) {
@@ -601,11 +603,14 @@ impl Engine {
             }
 
             let id = inc.id.clone();
-            return Ok(match (created, why) {
-                (true, _) => Correlated::Opened(id),
-                (false, Some(why)) => Correlated::Placed(id, why),
-                (false, None) => Correlated::Joined(id, inc.state),
-            });
+            let said = match (created, why) {
+                (true, _) => format!("opened incident {id}"),
+                (false, Some(why)) => format!("incident {id}: {why}"),
+                (false, None) => {
+                    format!("correlated into incident {id} (now {})", inc.state.as_str())
+                }
+            };
+            return Ok((Some(id), said));
         }
         Err(StoreError::Unavailable(format!(
             "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
