@@ -30,7 +30,8 @@
 //!
 //! Parts: `parse` (the file as written), `compile` (checks and builds),
 //! `locate` (positions for errors), `matcher`, `expr`, `template`,
-//! `incident`, `priority`, `maintenance`, `error`.
+//! `incident`, `inhibit` (`inhibits:`, Alertmanager-style inhibition),
+//! `priority`, `maintenance`, `error`.
 
 mod compile;
 mod error;
