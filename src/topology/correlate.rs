@@ -84,6 +84,19 @@ fn describe(alert: &Alert) -> String {
     )
 }
 
+/// Whether every alert of `inc` is a target of an inhibition `alert` (of
+/// `rule`) is a source of, with the same `equal` labels.
+fn inhibits_all(rules: &RuleSet, rule: &str, alert: &Alert, inc: &Incident) -> bool {
+    rules.inhibits().iter().any(|inh| {
+        inh.is_source_of(rule, &alert.labels)
+            && inc.alerts.iter().all(|a| {
+                a.fingerprint != alert.fingerprint
+                    && inh.is_target(&a.labels)
+                    && inh.same_equal(&a.labels, &alert.labels)
+            })
+    })
+}
+
 /// Adds a firing `alert` to `inc` with `role`.
 fn attach(
     mut inc: Incident,
@@ -379,7 +392,9 @@ impl Engine {
                     let Some(c) = self.read_slot(&service_slot(dep), &mut reads).await? else {
                         continue;
                     };
-                    if !open_within(&c, now) {
+                    // An incident of nothing but alerts this one inhibits is
+                    // pulled in below, as symptoms of an incident of its own.
+                    if !open_within(&c, now) || inhibits_all(rules, rule, alert, &c) {
                         continue;
                     }
                     let why = if dep == svc {
@@ -511,7 +526,9 @@ impl Engine {
                         };
                         // Only an incident of nothing but this source's targets.
                         let all_targets = d.alerts.iter().all(|a| {
-                            inh.is_target(&a.labels) && inh.same_equal(&a.labels, &alert.labels)
+                            a.fingerprint != alert.fingerprint
+                                && inh.is_target(&a.labels)
+                                && inh.same_equal(&a.labels, &alert.labels)
                         });
                         if d.id == inc.id
                             || pulls.iter().any(|p| p.inc.id == d.id)
