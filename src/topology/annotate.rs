@@ -6,9 +6,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{AlertRole, Topology};
-use crate::alert::Alert;
+use std::sync::Arc;
+
+use crate::alert::{Alert, normalize_severity};
 use crate::incident::Incident;
-use crate::rules::{Level, RuleSet};
+use crate::rules::{Action, IncidentSpec, Level, RuleSet};
 
 /// Recomputes the topology fields of `inc` (see the module header).
 pub fn annotate(inc: &mut Incident, topo: &Topology, rules: &RuleSet, now: DateTime<Utc>) {
@@ -115,33 +117,72 @@ fn higher(a: Level, b: Level) -> Level {
     if rank(b) > rank(a) { b } else { a }
 }
 
-/// The title as the incident's rule words it for the root cause's first
-/// alert, counting the root cause's alerts: it names what broke, not what
-/// broke first.
+/// Raises the incident's impact and urgency to at least those given (an
+/// alert of a more urgent rule joined it, or an incident was merged into it);
+/// priority follows. Never lowers them.
+pub fn escalate(inc: &mut Incident, impact: Level, urgency: Level, rules: &RuleSet) {
+    let (i, u) = (higher(inc.impact, impact), higher(inc.urgency, urgency));
+    if (i, u) != (inc.impact, inc.urgency) {
+        inc.impact = i;
+        inc.urgency = u;
+        inc.priority = rules.priority(i, u);
+    }
+}
+
+fn as_alert(a: &crate::incident::IncidentAlert) -> Alert {
+    Alert {
+        source: String::new(),
+        fingerprint: a.fingerprint.clone(),
+        status: a.status,
+        labels: a.labels.clone(),
+        annotations: a.annotations.clone(),
+        severity: a.labels.get("severity").map(|s| normalize_severity(s)),
+        starts_at: None,
+        ends_at: None,
+        generator_url: None,
+        received_at: a.joined_at,
+    }
+}
+
+/// The title (and category) as the most urgent rule among the root cause's
+/// alerts words it for its first such alert, counting them: it names what
+/// broke, not what broke first nor what merely warned.
 fn retitle(inc: &mut Incident, topo: &Topology, rules: &RuleSet, root: &str) {
-    let Some(spec) = rules.incident_spec(&inc.rule) else {
-        return;
-    };
-    let on_root: Vec<_> = inc
+    let on_root: Vec<Alert> = inc
         .alerts
         .iter()
         .filter(|a| a.role == Some(AlertRole::RootCause))
         .filter(|a| topo.service_of(&a.labels).is_some_and(|s| s.name == root))
+        .map(as_alert)
         .collect();
-    let Some(first) = on_root.first() else {
-        return;
+    let spec_of = |a: &Alert| {
+        rules.evaluate(a).into_iter().find_map(|d| match d.action {
+            Action::Incident(spec) => Some(spec),
+            _ => None,
+        })
     };
-    let alert = Alert {
-        source: String::new(),
-        fingerprint: first.fingerprint.clone(),
-        status: first.status,
-        labels: first.labels.clone(),
-        annotations: first.annotations.clone(),
-        severity: first.labels.get("severity").cloned(),
-        starts_at: None,
-        ends_at: None,
-        generator_url: None,
-        received_at: first.joined_at,
+    let specs: Vec<Option<Arc<IncidentSpec>>> = on_root.iter().map(spec_of).collect();
+    let best = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+        .min_by_key(|(i, s)| (s.priority, *i));
+    let (first, spec, count) = match best {
+        Some((i, spec)) => {
+            let same = specs
+                .iter()
+                .filter(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(s, spec)))
+                .count();
+            (i, spec.clone(), same)
+        }
+        None => match rules.incident_spec(&inc.rule) {
+            Some(spec) if !on_root.is_empty() => (0, spec, on_root.len()),
+            _ => return,
+        },
     };
-    inc.title = spec.render(&alert, on_root.len()).title;
+    inc.title = spec.render(&on_root[first], count).title;
+    if spec.category.is_some() {
+        inc.category = spec.category.clone();
+        inc.subcategory = spec.subcategory.clone();
+    }
 }

@@ -25,7 +25,7 @@
 use chrono::{DateTime, Utc};
 
 use super::AlertRole;
-use super::annotate::annotate;
+use super::annotate::{annotate, escalate};
 use crate::alert::{Alert, Status};
 use crate::incident::engine::{Engine, MAX_ATTEMPTS, change_event, new_id};
 use crate::incident::lifecycle::{self, Step};
@@ -409,7 +409,9 @@ impl Engine {
                             describe(alert)
                         )
                     };
-                    let inc = attach(c.clone(), alert, None, "alert_added", &why, now);
+                    let mut inc = attach(c.clone(), alert, None, "alert_added", &why, now);
+                    // As urgent as its most urgent alert.
+                    escalate(&mut inc, spec.impact, spec.urgency, rules);
                     placed = Some(Placement {
                         inc,
                         before: Some(c),
@@ -558,6 +560,41 @@ impl Engine {
             }
             for pull in &pulls {
                 inc = absorb(inc, pull, now);
+                if pull.inhibit.is_none() {
+                    escalate(&mut inc, pull.inc.impact, pull.inc.urgency, rules);
+                }
+            }
+            // Alerts already here that this source inhibits become symptoms.
+            if firing && !symptom {
+                for inh in rules.inhibits() {
+                    if !inh.is_source_of(rule, &alert.labels) {
+                        continue;
+                    }
+                    let mut marked = Vec::new();
+                    for a in &mut inc.alerts {
+                        if a.fingerprint != alert.fingerprint
+                            && a.role != Some(AlertRole::Symptom)
+                            && inh.is_target(&a.labels)
+                            && inh.same_equal(&a.labels, &alert.labels)
+                        {
+                            a.role = Some(AlertRole::Symptom);
+                            marked.push(a.fingerprint.clone());
+                        }
+                    }
+                    if !marked.is_empty() {
+                        inc.alert_count = inc.counted_alerts();
+                        inc.push_timeline(
+                            now,
+                            "alert_inhibited",
+                            format!(
+                                "{} inhibited by {} (rule {}): now symptoms",
+                                marked.join(", "),
+                                describe(alert),
+                                inh.rule
+                            ),
+                        );
+                    }
+                }
             }
             if let Some(t) = &topo {
                 annotate(&mut inc, t, rules, now);
