@@ -218,7 +218,7 @@ impl Engine {
         // Per alert: its explanation entries, some waiting for a group's result.
         let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
         let mut groups: Vec<Group> = Vec::new();
-        // Placed one by one, in arrival order, after the groups.
+        // Placed per rule and key, in arrival order, after the groups.
         let mut topology_items: Vec<TopologyItem> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
@@ -321,14 +321,27 @@ impl Engine {
                 }
             }
         }
-        // Topology and inhibition placed these one by one, in arrival order.
-        for (i, slot, rule, spec, key) in &topology_items {
-            let (id, result) = self
-                .correlate_topology(rules, rule, spec, key, items[*i].alert, now)
+        // Topology and inhibition: per rule and key, in order of arrival.
+        let mut topology_groups: Vec<(&TopologyItem, Vec<&TopologyItem>)> = Vec::new();
+        for t in &topology_items {
+            match topology_groups
+                .iter_mut()
+                .find(|(first, _)| first.2 == t.2 && first.4 == t.4)
+            {
+                Some((_, members)) => members.push(t),
+                None => topology_groups.push((t, vec![t])),
+            }
+        }
+        for (first, members) in topology_groups {
+            let alerts: Vec<&Alert> = members.iter().map(|t| items[t.0].alert).collect();
+            let placed = self
+                .correlate_topology(rules, &first.2, &first.3, &first.4, &alerts, now)
                 .await?;
-            if let Some(entry) = explained[*i].as_mut().and_then(|e| e.get_mut(*slot)) {
-                entry.incident_id = id;
-                entry.result = result;
+            for (t, (id, result)) in members.iter().zip(placed) {
+                if let Some(entry) = explained[t.0].as_mut().and_then(|e| e.get_mut(t.1)) {
+                    entry.incident_id = id;
+                    entry.result = result;
+                }
             }
         }
 

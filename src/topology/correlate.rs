@@ -1,5 +1,6 @@
-//! The engine's path for alerts that service topology or inhibition concern,
-//! one alert at a time (the rule's correlation key alone cannot place them):
+//! The engine's path for alerts that service topology or inhibition concern
+//! (the rule's correlation key alone cannot place them). The alerts of one
+//! rule and correlation key in a batch are placed in arrival order, each:
 //!
 //! 1. an alert already in an incident stays there (its status updates it);
 //! 2. an alert an inhibition targets, while a firing source with the same
@@ -15,12 +16,17 @@
 //!    incident, and each is closed with `merged_into` naming it. Slots that
 //!    still name a merged incident are followed to where it went.
 //!
-//! Every slot read is checked again, and the alert's own slots are pointed at
-//! its incident, in the same atomic commit as the incident (see
-//! [`crate::store::SlotCheck`]); a merged incident is closed by a second,
-//! version-checked commit. On any conflict the whole alert is redone from the
-//! reads, and redoing is harmless (alerts already moved are not moved twice),
-//! so two daemon instances on one Redis end with one incident per cause.
+//! The placements of a group are worked out in memory (a storm of one
+//! service costs one read and one write per incident, not per alert), then
+//! each changed incident is committed with every slot read checked again and
+//! the slots it takes over pointed at it, in the same atomic step (see
+//! [`crate::store::SlotCheck`]); merged incidents are closed last, each by a
+//! version-checked commit. On any conflict the whole group is redone from
+//! fresh reads, and redoing is harmless (alerts already moved are not moved
+//! twice), so two daemon instances on one Redis end with one incident per
+//! cause.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -39,33 +45,6 @@ const MAX_HOPS: usize = 8;
 /// The slot pointing at the incident that holds a service's alerts.
 pub fn service_slot(service: &str) -> String {
     format!("svc:{service}")
-}
-
-/// Slots read in one attempt: `(key, id as read)`, checked again on commit.
-#[derive(Default)]
-struct Reads(Vec<(String, Option<String>)>);
-
-impl Reads {
-    fn value(&self, key: &str) -> Option<&Option<String>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
-
-/// Where an alert goes: the incident as changed, as it was read, and why.
-struct Placement {
-    inc: Incident,
-    before: Option<Incident>,
-    why: Option<String>,
-    created: bool,
-    symptom: bool,
-}
-
-/// An open incident to pull into the alert's, and how its alerts count there.
-struct Pull<'a> {
-    inc: Incident,
-    why: String,
-    /// With an inhibition: its targets become symptoms.
-    inhibit: Option<&'a Inhibit>,
 }
 
 fn within(since: DateTime<Utc>, now: DateTime<Utc>, limit_s: u64) -> bool {
@@ -129,16 +108,22 @@ fn attach(
     inc
 }
 
-/// Moves the alerts of `pull` into `cause` (those already there are skipped,
-/// so a redone merge changes nothing).
-fn absorb(mut cause: Incident, pull: &Pull<'_>, now: DateTime<Utc>) -> Incident {
-    let from = &pull.inc;
+/// Moves the alerts of `from` into `cause` (those already there are skipped,
+/// so a redone merge changes nothing); with `inhibit`, its targets become
+/// symptoms.
+fn absorb(
+    mut cause: Incident,
+    from: &Incident,
+    inhibit: Option<&Inhibit>,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Incident {
     for a in &from.alerts {
         if cause.alert(&a.fingerprint).is_some() {
             continue;
         }
         let mut moved = a.clone();
-        if let Some(inh) = pull.inhibit
+        if let Some(inh) = inhibit
             && inh.is_target(&a.labels)
         {
             moved.role = Some(AlertRole::Symptom);
@@ -166,10 +151,49 @@ fn absorb(mut cause: Incident, pull: &Pull<'_>, now: DateTime<Utc>) -> Incident 
             "incident {} ({} alerts) merged in: {}",
             from.id,
             from.alerts.len(),
-            pull.why
+            why
         ),
     );
     cause
+}
+
+/// Alerts already in `inc` that `alert` (of `rule`) inhibits become symptoms.
+fn mark_symptoms(
+    inc: &mut Incident,
+    rules: &RuleSet,
+    rule: &str,
+    alert: &Alert,
+    now: DateTime<Utc>,
+) {
+    for inh in rules.inhibits() {
+        if !inh.is_source_of(rule, &alert.labels) {
+            continue;
+        }
+        let mut marked = Vec::new();
+        for a in &mut inc.alerts {
+            if a.fingerprint != alert.fingerprint
+                && a.role != Some(AlertRole::Symptom)
+                && inh.is_target(&a.labels)
+                && inh.same_equal(&a.labels, &alert.labels)
+            {
+                a.role = Some(AlertRole::Symptom);
+                marked.push(a.fingerprint.clone());
+            }
+        }
+        if !marked.is_empty() {
+            inc.alert_count = inc.counted_alerts();
+            inc.push_timeline(
+                now,
+                "alert_inhibited",
+                format!(
+                    "{} inhibited by {} (rule {}): now symptoms",
+                    marked.join(", "),
+                    describe(alert),
+                    inh.rule
+                ),
+            );
+        }
+    }
 }
 
 /// `inc`, closed because its alerts went into incident `into`.
@@ -185,6 +209,74 @@ fn close_merged(mut inc: Incident, into: &str, why: &str, now: DateTime<Utc>) ->
         format!("merged into incident {into}: {why}; its alerts are tracked there"),
     );
     inc
+}
+
+/// One attempt at placing a group: what was read, and the incidents as they
+/// will be written.
+#[derive(Default)]
+struct Work {
+    /// Slots read: `(key, id as read)`, checked again on commit.
+    reads: Vec<(String, Option<String>)>,
+    /// Slots this attempt points elsewhere: key → incident id.
+    sets: Vec<(String, String)>,
+    /// Incidents as read (their version is the commit's expectation).
+    loaded: HashMap<String, Incident>,
+    /// Incidents as they will be written, in the order first changed.
+    changed: Vec<Incident>,
+    /// Per changed incident: alerts that joined it `(fingerprint)`.
+    members: HashMap<String, Vec<String>>,
+    /// The incident opened under the rule's key, if any.
+    created: Option<String>,
+    /// Pulled incidents to close, in order.
+    closing: Vec<String>,
+}
+
+impl Work {
+    fn read(&self, key: &str) -> Option<&Option<String>> {
+        self.reads.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Where slot `key` points for this attempt (its own sets first).
+    fn slot(&self, key: &str) -> Option<Option<String>> {
+        if let Some((_, id)) = self.sets.iter().rev().find(|(k, _)| k == key) {
+            return Some(Some(id.clone()));
+        }
+        self.read(key).cloned()
+    }
+
+    fn set(&mut self, key: String, id: &str) {
+        self.sets.retain(|(k, _)| *k != key);
+        self.sets.push((key, id.to_string()));
+    }
+
+    /// The incident as this attempt sees it.
+    fn current(&self, id: &str) -> Option<&Incident> {
+        self.changed
+            .iter()
+            .find(|i| i.id == id)
+            .or_else(|| self.loaded.get(id))
+    }
+
+    fn put(&mut self, inc: Incident, member: Option<&str>) {
+        if let Some(fp) = member {
+            self.members
+                .entry(inc.id.clone())
+                .or_default()
+                .push(fp.to_string());
+        }
+        match self.changed.iter_mut().find(|i| i.id == inc.id) {
+            Some(slot) => *slot = inc,
+            None => self.changed.push(inc),
+        }
+    }
+}
+
+/// Where an alert goes: the incident as changed, and why.
+struct Placement {
+    inc: Incident,
+    why: Option<String>,
+    created: bool,
+    symptom: bool,
 }
 
 impl Engine {
@@ -209,45 +301,58 @@ impl Engine {
                 .any(|i| i.is_source_of(rule, &alert.labels) || i.is_target(&alert.labels))
     }
 
-    /// The incident slot `key` points at, following merges, and records the
-    /// read for the commit's checks.
-    async fn read_slot(
-        &self,
-        key: &str,
-        reads: &mut Reads,
-    ) -> Result<Option<Incident>, StoreError> {
-        let found = self.store().find_incidents("", key, &[]).await?;
-        if reads.value(key).is_none() {
-            reads.0.push((key.to_string(), found.slot.clone()));
+    /// Incident `id` as this attempt sees it, read on first use.
+    async fn load(&self, work: &mut Work, id: &str) -> Result<Option<Incident>, StoreError> {
+        if let Some(inc) = work.current(id) {
+            return Ok(Some(inc.clone()));
         }
-        let Some(id) = found.slot else {
+        let Some(inc) = self.store().get_incident(id).await? else {
             return Ok(None);
         };
-        match found.incidents.get(&id) {
-            Some(inc) => self.follow(inc.clone()).await,
-            None => Ok(None),
-        }
+        work.loaded.insert(id.to_string(), inc.clone());
+        Ok(Some(inc))
     }
 
-    /// The incident `inc` was merged into, transitively (or `inc` itself).
-    async fn follow(&self, mut inc: Incident) -> Result<Option<Incident>, StoreError> {
+    /// Incident `id`, or the one it was merged into, transitively.
+    async fn follow(&self, work: &mut Work, id: &str) -> Result<Option<Incident>, StoreError> {
+        let mut id = id.to_string();
         for _ in 0..MAX_HOPS {
-            let Some(into) = inc.topology.merged_into.clone() else {
-                return Ok(Some(inc));
+            let Some(inc) = self.load(work, &id).await? else {
+                return Ok(None);
             };
-            match self.store().get_incident(&into).await? {
-                Some(next) => inc = next,
-                None => return Ok(None),
+            match &inc.topology.merged_into {
+                Some(into) => id = into.clone(),
+                None => return Ok(Some(inc)),
             }
         }
         Ok(None)
     }
 
+    /// The incident slot `key` points at, following merges; the read is
+    /// recorded for the commit's checks.
+    async fn read_slot(&self, work: &mut Work, key: &str) -> Result<Option<Incident>, StoreError> {
+        let id = match work.slot(key) {
+            Some(id) => id,
+            None => {
+                let found = self.store().find_incidents("", key, &[]).await?;
+                for (id, inc) in found.incidents {
+                    work.loaded.entry(id).or_insert(inc);
+                }
+                work.reads.push((key.to_string(), found.slot.clone()));
+                found.slot
+            }
+        };
+        match id {
+            Some(id) => self.follow(work, &id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Whether an incident merged into `inc` is still open: an attempt that
     /// moved its alerts here lost the race to close it, and the pull is redone.
-    async fn merge_pending(&self, inc: &Incident) -> Result<bool, StoreError> {
+    async fn merge_pending(&self, work: &mut Work, inc: &Incident) -> Result<bool, StoreError> {
         for id in &inc.topology.merged_from {
-            if let Some(from) = self.store().get_incident(id).await?
+            if let Some(from) = self.load(work, id).await?
                 && from.state != IncidentState::Closed
             {
                 return Ok(true);
@@ -256,16 +361,64 @@ impl Engine {
         Ok(false)
     }
 
-    /// Places one alert (see the module header). Redone from the reads on a
-    /// conflict. Returns the incident it went to, and why in words (for the
-    /// alert's explanation).
+    /// Places the alerts of one rule and correlation key (see the module
+    /// header), in arrival order. Returns, per alert, the incident it went to
+    /// and why in words (for its explanation).
     pub(crate) async fn correlate_topology(
         &self,
         rules: &RuleSet,
         rule: &str,
         spec: &IncidentSpec,
         key: &str,
+        alerts: &[&Alert],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Option<String>, String)>, StoreError> {
+        let fps: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+        'attempt: for attempt in 0..MAX_ATTEMPTS {
+            let found = self.store().find_incidents(rule, key, &fps).await?;
+            let mut work = Work::default();
+            for (id, inc) in &found.incidents {
+                work.loaded.insert(id.clone(), inc.clone());
+            }
+            work.reads.push((key.to_string(), found.slot.clone()));
+            let mut results = Vec::with_capacity(alerts.len());
+            for (alert, member) in alerts.iter().zip(&found.members) {
+                let said = self
+                    .place(
+                        &mut work,
+                        rules,
+                        rule,
+                        spec,
+                        key,
+                        alert,
+                        member.as_deref(),
+                        now,
+                    )
+                    .await?;
+                results.push(said);
+            }
+            if !self.commit_work(&mut work, rules, rule, key, now).await? {
+                self.conflict(attempt).await;
+                continue 'attempt;
+            }
+            return Ok(results);
+        }
+        Err(StoreError::Unavailable(format!(
+            "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
+        )))
+    }
+
+    /// Places one alert in `work`.
+    #[allow(clippy::too_many_arguments)]
+    async fn place(
+        &self,
+        work: &mut Work,
+        rules: &RuleSet,
+        rule: &str,
+        spec: &IncidentSpec,
+        key: &str,
         alert: &Alert,
+        member: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(Option<String>, String), StoreError> {
         let nothing = || (None, "no open incident for this resolved alert".to_string());
@@ -276,26 +429,165 @@ impl Engine {
             .map(|s| s.name.clone());
         let firing = alert.status == Status::Firing;
         let fp = alert.fingerprint.as_str();
-        'attempt: for attempt in 0..MAX_ATTEMPTS {
-            let mut reads = Reads::default();
-            let found = self.store().find_incidents(rule, key, &[fp]).await?;
-            let member = match found.members.first().cloned().flatten() {
-                Some(id) => match self.store().get_incident(&id).await? {
-                    Some(inc) => self.follow(inc).await?,
-                    None => None,
-                },
+        // The member entry, or the incident it already joined in this group.
+        let member = match member {
+            Some(id) => self.follow(work, id).await?,
+            None => match work
+                .changed
+                .iter()
+                .find(|i| i.alert(fp).is_some())
+                .map(|i| i.id.clone())
+            {
+                Some(id) => self.follow(work, &id).await?,
                 None => None,
-            };
+            },
+        };
 
-            // 1. The incident the alert is already in.
-            let mut placed: Option<Placement> = None;
-            // A member's update is the bulk of a storm: it only needs the
-            // pulls below when an earlier attempt merged an incident into
-            // this one without closing it yet.
-            let mut member_update = false;
-            if let Some(m) = member.filter(|m| m.state != IncidentState::Closed) {
+        // 1. The incident the alert is already in.
+        let mut placed: Option<Placement> = None;
+        // A member's update is the bulk of a storm: it only needs the pulls
+        // below when an earlier attempt merged an incident into this one
+        // without closing it yet.
+        let mut member_update = false;
+        if let Some(m) = member.filter(|m| m.state != IncidentState::Closed) {
+            let step = lifecycle::on_alert(
+                Some(m),
+                rule,
+                spec,
+                key,
+                alert,
+                now,
+                self.after_manual_close(),
+                new_id,
+            );
+            match step {
+                Step::Nothing => return Ok(nothing()),
+                Step::Update(inc) => {
+                    let symptom = inc
+                        .alert(fp)
+                        .is_some_and(|a| a.role == Some(AlertRole::Symptom));
+                    member_update = !self.merge_pending(work, &inc).await?;
+                    placed = Some(Placement {
+                        inc: *inc,
+                        why: None,
+                        created: false,
+                        symptom,
+                    });
+                }
+                // Too late to reopen it: placed afresh below.
+                Step::Create(_) => {}
+            }
+        }
+        if placed.is_none() && !firing {
+            return Ok(nothing());
+        }
+
+        // 2. Inhibited by a firing source in an open incident.
+        if placed.is_none() {
+            for inh in rules
+                .inhibits()
+                .iter()
+                .filter(|i| i.is_target(&alert.labels))
+            {
+                let Some(src) = self
+                    .read_slot(work, &inh.slot("src", &alert.labels))
+                    .await?
+                else {
+                    continue;
+                };
+                if !src.state.is_open() {
+                    continue;
+                }
+                let source = src.alerts.iter().find(|a| {
+                    a.status == Status::Firing
+                        && a.fingerprint != alert.fingerprint
+                        && a.role != Some(AlertRole::Symptom)
+                        && inh.is_source(&a.labels)
+                        && inh.same_equal(&a.labels, &alert.labels)
+                });
+                if let Some(s) = source {
+                    let why = format!(
+                        "{} inhibited by {} (rule {}): attached as a symptom, raises nothing of its own",
+                        describe(alert),
+                        lifecycle::describe(
+                            s.labels.get("alertname").map(String::as_str),
+                            &s.fingerprint,
+                            &s.labels
+                        ),
+                        inh.rule
+                    );
+                    let inc = attach(
+                        src,
+                        alert,
+                        Some(AlertRole::Symptom),
+                        "alert_inhibited",
+                        &why,
+                        now,
+                    );
+                    placed = Some(Placement {
+                        inc,
+                        why: Some(why),
+                        created: false,
+                        symptom: true,
+                    });
+                    break;
+                }
+            }
+        }
+
+        // 3. and 4. The incident of its deepest failing dependency, else of
+        // its own service.
+        if placed.is_none()
+            && let (Some(t), Some(svc)) = (&topo, &service)
+        {
+            let mut candidates = t.dependencies(svc);
+            // Deepest first; a stable sort keeps file order among equals.
+            candidates.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+            candidates.push((svc.as_str(), 0));
+            for (dep, _) in candidates {
+                let Some(c) = self.read_slot(work, &service_slot(dep)).await? else {
+                    continue;
+                };
+                // An incident of nothing but alerts this one inhibits is
+                // pulled in below, as symptoms of an incident of its own.
+                if !open_within(&c, now) || inhibits_all(rules, rule, alert, &c) {
+                    continue;
+                }
+                let why = if dep == svc {
+                    format!(
+                        "{} joined: another alert of service {svc} within the {}s window",
+                        describe(alert),
+                        c.policy.window_s
+                    )
+                } else {
+                    format!(
+                        "{} joined: {svc} depends on {dep}, whose incident is open",
+                        describe(alert)
+                    )
+                };
+                let mut inc = attach(c, alert, None, "alert_added", &why, now);
+                // As urgent as its most urgent alert.
+                escalate(&mut inc, spec.impact, spec.urgency, rules);
+                placed = Some(Placement {
+                    inc,
+                    why: Some(why),
+                    created: false,
+                    symptom: false,
+                });
+                break;
+            }
+        }
+
+        // 5. The rule's correlation key.
+        let placed = match placed {
+            Some(p) => p,
+            None => {
+                let target = match work.slot(key).flatten() {
+                    Some(id) => self.load(work, &id).await?,
+                    None => None,
+                };
                 let step = lifecycle::on_alert(
-                    Some(m.clone()),
+                    target,
                     rule,
                     spec,
                     key,
@@ -306,368 +598,198 @@ impl Engine {
                 );
                 match step {
                     Step::Nothing => return Ok(nothing()),
-                    Step::Update(inc) => {
-                        let symptom = inc
-                            .alert(fp)
-                            .is_some_and(|a| a.role == Some(AlertRole::Symptom));
-                        member_update = !self.merge_pending(&inc).await?;
-                        placed = Some(Placement {
+                    Step::Create(mut inc) => {
+                        for adapter in self.route_all_to() {
+                            if !inc.route.contains(adapter) {
+                                inc.route.push(adapter.clone());
+                            }
+                        }
+                        work.created = Some(inc.id.clone());
+                        work.set(key.to_string(), &inc.id);
+                        Placement {
                             inc: *inc,
-                            before: Some(m),
                             why: None,
-                            created: false,
-                            symptom,
-                        });
+                            created: true,
+                            symptom: false,
+                        }
                     }
-                    // Too late to reopen it: placed afresh below.
-                    Step::Create(_) => {}
-                }
-            }
-            if placed.is_none() && !firing {
-                return Ok(nothing());
-            }
-
-            // 2. Inhibited by a firing source in an open incident.
-            if placed.is_none() {
-                for inh in rules
-                    .inhibits()
-                    .iter()
-                    .filter(|i| i.is_target(&alert.labels))
-                {
-                    let slot = inh.slot("src", &alert.labels);
-                    let Some(src) = self.read_slot(&slot, &mut reads).await? else {
-                        continue;
-                    };
-                    if !src.state.is_open() {
-                        continue;
-                    }
-                    let source = src.alerts.iter().find(|a| {
-                        a.status == Status::Firing
-                            && a.fingerprint != alert.fingerprint
-                            && a.role != Some(AlertRole::Symptom)
-                            && inh.is_source(&a.labels)
-                            && inh.same_equal(&a.labels, &alert.labels)
-                    });
-                    if let Some(s) = source {
-                        let why = format!(
-                            "{} inhibited by {} (rule {}): attached as a symptom, raises nothing of its own",
-                            describe(alert),
-                            lifecycle::describe(
-                                s.labels.get("alertname").map(String::as_str),
-                                &s.fingerprint,
-                                &s.labels
-                            ),
-                            inh.rule
-                        );
-                        let inc = attach(
-                            src.clone(),
-                            alert,
-                            Some(AlertRole::Symptom),
-                            "alert_inhibited",
-                            &why,
-                            now,
-                        );
-                        placed = Some(Placement {
-                            inc,
-                            before: Some(src),
-                            why: Some(why),
-                            created: false,
-                            symptom: true,
-                        });
-                        break;
-                    }
-                }
-            }
-
-            // 3. and 4. The incident of its deepest failing dependency, else
-            // of its own service.
-            if placed.is_none()
-                && let (Some(t), Some(svc)) = (&topo, &service)
-            {
-                let mut candidates = t.dependencies(svc);
-                // Deepest first; a stable sort keeps file order among equals.
-                candidates.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
-                candidates.push((svc.as_str(), 0));
-                for (dep, _) in candidates {
-                    let Some(c) = self.read_slot(&service_slot(dep), &mut reads).await? else {
-                        continue;
-                    };
-                    // An incident of nothing but alerts this one inhibits is
-                    // pulled in below, as symptoms of an incident of its own.
-                    if !open_within(&c, now) || inhibits_all(rules, rule, alert, &c) {
-                        continue;
-                    }
-                    let why = if dep == svc {
-                        format!(
-                            "{} joined: another alert of service {svc} within the {}s window",
-                            describe(alert),
-                            c.policy.window_s
-                        )
-                    } else {
-                        format!(
-                            "{} joined: {svc} depends on {dep}, whose incident is open",
-                            describe(alert)
-                        )
-                    };
-                    let mut inc = attach(c.clone(), alert, None, "alert_added", &why, now);
-                    // As urgent as its most urgent alert.
-                    escalate(&mut inc, spec.impact, spec.urgency, rules);
-                    placed = Some(Placement {
-                        inc,
-                        before: Some(c),
-                        why: Some(why),
+                    Step::Update(inc) => Placement {
+                        inc: *inc,
+                        why: None,
                         created: false,
                         symptom: false,
-                    });
-                    break;
+                    },
                 }
             }
+        };
+        let Placement {
+            mut inc,
+            why,
+            created,
+            symptom,
+        } = placed;
 
-            // 5. The rule's correlation key.
-            let placed = match placed {
-                Some(p) => p,
-                None => {
-                    let target = found
-                        .slot
-                        .as_ref()
-                        .and_then(|id| found.incidents.get(id))
-                        .cloned();
-                    let step = lifecycle::on_alert(
-                        target.clone(),
-                        rule,
-                        spec,
-                        key,
-                        alert,
-                        now,
-                        self.after_manual_close(),
-                        new_id,
-                    );
-                    match step {
-                        Step::Nothing => return Ok(nothing()),
-                        Step::Create(mut inc) => {
-                            for adapter in self.route_all_to() {
-                                if !inc.route.contains(adapter) {
-                                    inc.route.push(adapter.clone());
-                                }
-                            }
-                            Placement {
-                                inc: *inc,
-                                before: None,
-                                why: None,
-                                created: true,
-                                symptom: false,
-                            }
-                        }
-                        Step::Update(inc) => Placement {
-                            inc: *inc,
-                            before: target,
-                            why: None,
-                            created: false,
-                            symptom: false,
-                        },
-                    }
-                }
-            };
-            let Placement {
-                mut inc,
-                before,
-                why,
-                created,
-                symptom,
-            } = placed;
-
-            // 6. Pull in the incidents this alert is the cause of.
-            let mut pulls: Vec<Pull<'_>> = Vec::new();
-            let mut sets: Vec<String> = Vec::new();
-            if firing && !symptom && !member_update {
-                if let (Some(t), Some(svc)) = (&topo, &service) {
-                    let own = service_slot(svc);
-                    if reads.value(&own).is_none() {
-                        self.read_slot(&own, &mut reads).await?;
-                    }
-                    sets.push(own);
-                    for dependent in t.dependents(svc) {
-                        let Some(d) = self.read_slot(&service_slot(dependent), &mut reads).await?
-                        else {
-                            continue;
-                        };
-                        // Only an incident caused by a dependent: one whose
-                        // root cause lies elsewhere (a dependent also failing
-                        // because of another dependency) stays apart.
-                        let caused_by_dependent = d
-                            .topology
-                            .root_cause
-                            .as_deref()
-                            .is_some_and(|r| t.depends_on(r, svc));
-                        if d.id == inc.id
-                            || pulls.iter().any(|p| p.inc.id == d.id)
-                            || !caused_by_dependent
-                            || !open_within(&d, now)
-                        {
-                            continue;
-                        }
-                        pulls.push(Pull {
-                            why: format!("{dependent} depends on {svc}"),
-                            inc: d,
-                            inhibit: None,
-                        });
-                    }
-                }
-                for inh in rules.inhibits() {
-                    if inh.is_source_of(rule, &alert.labels) {
-                        let src = inh.slot("src", &alert.labels);
-                        if reads.value(&src).is_none() {
-                            self.read_slot(&src, &mut reads).await?;
-                        }
-                        sets.push(src);
-                        let Some(d) = self
-                            .read_slot(&inh.slot("tgt", &alert.labels), &mut reads)
-                            .await?
-                        else {
-                            continue;
-                        };
-                        // Only an incident of nothing but this source's targets.
-                        let all_targets = d.alerts.iter().all(|a| {
-                            a.fingerprint != alert.fingerprint
-                                && inh.is_target(&a.labels)
-                                && inh.same_equal(&a.labels, &alert.labels)
-                        });
-                        if d.id == inc.id
-                            || pulls.iter().any(|p| p.inc.id == d.id)
-                            || !all_targets
-                            || !open_within(&d, now)
-                        {
-                            continue;
-                        }
-                        pulls.push(Pull {
-                            why: format!(
-                                "its alerts are inhibited by {} (rule {})",
-                                describe(alert),
-                                inh.rule
-                            ),
-                            inc: d,
-                            inhibit: Some(inh),
-                        });
-                    }
-                    if inh.is_target(&alert.labels) {
-                        let tgt = inh.slot("tgt", &alert.labels);
-                        if reads.value(&tgt).is_none() {
-                            self.read_slot(&tgt, &mut reads).await?;
-                        }
-                        sets.push(tgt);
-                    }
-                }
-            }
-            for pull in &pulls {
-                inc = absorb(inc, pull, now);
-                if pull.inhibit.is_none() {
-                    escalate(&mut inc, pull.inc.impact, pull.inc.urgency, rules);
-                }
-            }
-            // Alerts already here that this source inhibits become symptoms.
-            if firing && !symptom {
-                for inh in rules.inhibits() {
-                    if !inh.is_source_of(rule, &alert.labels) {
+        // 6. Pull in the incidents this alert is the cause of.
+        if firing && !symptom && !member_update {
+            if let (Some(t), Some(svc)) = (&topo, &service) {
+                let own = service_slot(svc);
+                self.read_slot(work, &own).await?;
+                work.set(own, &inc.id);
+                for dependent in t.dependents(svc) {
+                    let Some(d) = self.read_slot(work, &service_slot(dependent)).await? else {
+                        continue;
+                    };
+                    // Only an incident caused by a dependent: one whose root
+                    // cause lies elsewhere (a dependent also failing because
+                    // of another dependency) stays apart.
+                    let caused_by_dependent = d
+                        .topology
+                        .root_cause
+                        .as_deref()
+                        .is_some_and(|r| t.depends_on(r, svc));
+                    if d.id == inc.id || !caused_by_dependent || !open_within(&d, now) {
                         continue;
                     }
-                    let mut marked = Vec::new();
-                    for a in &mut inc.alerts {
-                        if a.fingerprint != alert.fingerprint
-                            && a.role != Some(AlertRole::Symptom)
+                    let why = format!("{dependent} depends on {svc}");
+                    inc = absorb(inc, &d, None, &why, now);
+                    escalate(&mut inc, d.impact, d.urgency, rules);
+                    self.close_pulled(work, d, &inc.id, &why, now);
+                }
+            }
+            for inh in rules.inhibits() {
+                if inh.is_source_of(rule, &alert.labels) {
+                    let src = inh.slot("src", &alert.labels);
+                    self.read_slot(work, &src).await?;
+                    work.set(src, &inc.id);
+                    let Some(d) = self
+                        .read_slot(work, &inh.slot("tgt", &alert.labels))
+                        .await?
+                    else {
+                        continue;
+                    };
+                    // Only an incident of nothing but this source's targets.
+                    let all_targets = d.alerts.iter().all(|a| {
+                        a.fingerprint != alert.fingerprint
                             && inh.is_target(&a.labels)
                             && inh.same_equal(&a.labels, &alert.labels)
-                        {
-                            a.role = Some(AlertRole::Symptom);
-                            marked.push(a.fingerprint.clone());
-                        }
+                    });
+                    if d.id == inc.id || !all_targets || !open_within(&d, now) {
+                        continue;
                     }
-                    if !marked.is_empty() {
-                        inc.alert_count = inc.counted_alerts();
-                        inc.push_timeline(
-                            now,
-                            "alert_inhibited",
-                            format!(
-                                "{} inhibited by {} (rule {}): now symptoms",
-                                marked.join(", "),
-                                describe(alert),
-                                inh.rule
-                            ),
-                        );
-                    }
+                    let why = format!(
+                        "its alerts are inhibited by {} (rule {})",
+                        describe(alert),
+                        inh.rule
+                    );
+                    inc = absorb(inc, &d, Some(inh), &why, now);
+                    self.close_pulled(work, d, &inc.id, &why, now);
+                }
+                if inh.is_target(&alert.labels) {
+                    let tgt = inh.slot("tgt", &alert.labels);
+                    self.read_slot(work, &tgt).await?;
+                    work.set(tgt, &inc.id);
                 }
             }
-            if let Some(t) = &topo {
-                annotate(&mut inc, t, rules, now);
-            }
-            let rule_major = rules.incident_spec(&inc.rule).and_then(|s| s.major.clone());
-            major::apply(&mut inc, self.major(), rule_major.as_ref(), now);
-
-            // Commit the alert's incident with every slot read checked.
-            let checks: Vec<SlotCheck<'_>> = reads
-                .0
-                .iter()
-                .map(|(k, v)| SlotCheck {
-                    key: k,
-                    expected: v.as_deref(),
-                    set: sets.contains(k),
-                })
-                .collect();
-            let expected = before.as_ref().map_or(0, |b| b.version);
-            if before.as_ref() != Some(&inc) {
-                inc.version = expected + 1;
-                let event = change_event(before.as_ref(), &inc);
-                let members = [(rule, fp)];
-                let commit = IncidentCommit {
-                    incident: &inc,
-                    expected_version: expected,
-                    bind: created.then_some((key, found.slot.as_deref())),
-                    members: &members,
-                    due: lifecycle::next_due(&inc),
-                    outbox_event: event.filter(|_| !inc.route.is_empty()),
-                    slots: &checks,
-                };
-                if !self.store().commit_incident(&commit).await? {
-                    self.conflict(attempt).await;
-                    continue 'attempt;
-                }
-                self.count_change(event);
-            }
-
-            // Close what was pulled in, re-pointing its slots here.
-            for pull in &pulls {
-                let mut closed = close_merged(pull.inc.clone(), &inc.id, &pull.why, now);
-                closed.version = pull.inc.version + 1;
-                let event = change_event(Some(&pull.inc), &closed);
-                let commit = IncidentCommit {
-                    incident: &closed,
-                    expected_version: pull.inc.version,
-                    bind: None,
-                    members: &[],
-                    due: None,
-                    outbox_event: event.filter(|_| !closed.route.is_empty()),
-                    // Slots still naming it lead here through `merged_into`.
-                    slots: &[],
-                };
-                if !self.store().commit_incident(&commit).await? {
-                    // Its alerts are in `inc` already; redoing finds them there.
-                    self.conflict(attempt).await;
-                    continue 'attempt;
-                }
-                self.count_change(event);
-            }
-
-            let id = inc.id.clone();
-            let said = match (created, why) {
-                (true, _) => format!("opened incident {id}"),
-                (false, Some(why)) => format!("incident {id}: {why}"),
-                (false, None) => {
-                    format!("correlated into incident {id} (now {})", inc.state.as_str())
-                }
-            };
-            return Ok((Some(id), said));
+            mark_symptoms(&mut inc, rules, rule, alert, now);
         }
-        Err(StoreError::Unavailable(format!(
-            "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
-        )))
+
+        let id = inc.id.clone();
+        let said = match (created, why) {
+            (true, _) => format!("opened incident {id}"),
+            (false, Some(why)) => format!("incident {id}: {why}"),
+            (false, None) => {
+                format!("correlated into incident {id} (now {})", inc.state.as_str())
+            }
+        };
+        work.put(inc, Some(fp));
+        Ok((Some(id), said))
+    }
+
+    /// Closes pulled incident `d` in `work` (written after the others).
+    fn close_pulled(
+        &self,
+        work: &mut Work,
+        d: Incident,
+        into: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) {
+        let id = d.id.clone();
+        work.put(close_merged(d, into, why, now), None);
+        if !work.closing.contains(&id) {
+            work.closing.push(id);
+        }
+    }
+
+    /// Writes what `work` changed: `false` on a conflict (nothing after the
+    /// conflicting write is written; redoing the group is harmless).
+    async fn commit_work(
+        &self,
+        work: &mut Work,
+        rules: &RuleSet,
+        rule: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let topo = self.topology();
+        let mut known: Vec<(String, Option<String>)> = work.reads.clone();
+        let (open, closing): (Vec<Incident>, Vec<Incident>) = std::mem::take(&mut work.changed)
+            .into_iter()
+            .partition(|i| !work.closing.contains(&i.id));
+        for mut inc in open.into_iter().chain(closing) {
+            let is_closing = work.closing.contains(&inc.id);
+            if !is_closing {
+                if let Some(t) = &topo {
+                    annotate(&mut inc, t, rules, now);
+                }
+                let rule_major = rules.incident_spec(&inc.rule).and_then(|s| s.major.clone());
+                major::apply(&mut inc, self.major(), rule_major.as_ref(), now);
+            }
+            let before = work.loaded.get(&inc.id);
+            if before == Some(&inc) {
+                continue;
+            }
+            let expected = before.map_or(0, |b| b.version);
+            inc.version = expected + 1;
+            let event = change_event(before, &inc);
+            let fps = work.members.get(&inc.id).cloned().unwrap_or_default();
+            let members: Vec<(&str, &str)> = fps.iter().map(|fp| (rule, fp.as_str())).collect();
+            let checks: Vec<SlotCheck<'_>> = if is_closing {
+                // Slots still naming it lead on through `merged_into`.
+                Vec::new()
+            } else {
+                known
+                    .iter()
+                    .filter(|(k, _)| k != key)
+                    .map(|(k, v)| SlotCheck {
+                        key: k,
+                        expected: v.as_deref(),
+                        set: work.sets.iter().any(|(sk, sid)| sk == k && *sid == inc.id),
+                    })
+                    .collect()
+            };
+            let found_slot = work.read(key).cloned().flatten();
+            let binds = work.created.as_deref() == Some(inc.id.as_str());
+            let commit = IncidentCommit {
+                incident: &inc,
+                expected_version: expected,
+                bind: binds.then_some((key, found_slot.as_deref())),
+                members: &members,
+                due: lifecycle::next_due(&inc),
+                outbox_event: event.filter(|_| !inc.route.is_empty()),
+                slots: &checks,
+            };
+            if !self.store().commit_incident(&commit).await? {
+                return Ok(false);
+            }
+            self.count_change(event);
+            // Later commits of this group expect what this one wrote.
+            for (k, v) in known.iter_mut() {
+                if work.sets.iter().any(|(sk, sid)| sk == k && *sid == inc.id) && !is_closing {
+                    *v = Some(inc.id.clone());
+                }
+            }
+        }
+        Ok(true)
     }
 }
