@@ -211,6 +211,27 @@ fn close_merged(mut inc: Incident, into: &str, why: &str, now: DateTime<Utc>) ->
     inc
 }
 
+/// Incident `id` for `lifecycle::on_alert`: taken out of `work` when the
+/// lifecycle is sure to hand it back changed (an open incident the alert is
+/// in, or joins by the window), else a copy (it may open another instead).
+fn take_for(
+    work: &mut Work,
+    id: &str,
+    fp: &str,
+    firing: bool,
+    now: DateTime<Utc>,
+) -> Option<Incident> {
+    let inc = work.current(id)?;
+    let joins = inc.state.is_open()
+        && inc.closed_by.is_none()
+        && (inc.alert(fp).is_some() || firing && open_within(inc, now));
+    if joins {
+        work.take(id)
+    } else {
+        Some(inc.clone())
+    }
+}
+
 /// One attempt at placing a group: what was read, and the incidents as they
 /// will be written.
 #[derive(Default)]
@@ -229,6 +250,8 @@ struct Work {
     created: Option<String>,
     /// Pulled incidents to close, in order.
     closing: Vec<String>,
+    /// fingerprint → incident it joined in this attempt.
+    placed_in: HashMap<String, String>,
 }
 
 impl Work {
@@ -257,8 +280,19 @@ impl Work {
             .or_else(|| self.loaded.get(id))
     }
 
+    /// Incident `id` to change: taken out of the changed ones (put it back
+    /// with [`Work::put`]), else a copy of it as read. Taking, not copying,
+    /// keeps a storm on one incident linear.
+    fn take(&mut self, id: &str) -> Option<Incident> {
+        match self.changed.iter().position(|i| i.id == id) {
+            Some(n) => Some(self.changed.remove(n)),
+            None => self.loaded.get(id).cloned(),
+        }
+    }
+
     fn put(&mut self, inc: Incident, member: Option<&str>) {
         if let Some(fp) = member {
+            self.placed_in.insert(fp.to_string(), inc.id.clone());
             self.members
                 .entry(inc.id.clone())
                 .or_default()
@@ -301,28 +335,33 @@ impl Engine {
                 .any(|i| i.is_source_of(rule, &alert.labels) || i.is_target(&alert.labels))
     }
 
-    /// Incident `id` as this attempt sees it, read on first use.
-    async fn load(&self, work: &mut Work, id: &str) -> Result<Option<Incident>, StoreError> {
-        if let Some(inc) = work.current(id) {
-            return Ok(Some(inc.clone()));
+    /// Reads incident `id` into `work` unless it is there; whether it exists.
+    async fn ensure(&self, work: &mut Work, id: &str) -> Result<bool, StoreError> {
+        if work.current(id).is_some() {
+            return Ok(true);
         }
-        let Some(inc) = self.store().get_incident(id).await? else {
-            return Ok(None);
-        };
-        work.loaded.insert(id.to_string(), inc.clone());
-        Ok(Some(inc))
+        match self.store().get_incident(id).await? {
+            Some(inc) => {
+                work.loaded.insert(id.to_string(), inc);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Incident `id`, or the one it was merged into, transitively.
-    async fn follow(&self, work: &mut Work, id: &str) -> Result<Option<Incident>, StoreError> {
+    async fn follow(&self, work: &mut Work, id: &str) -> Result<Option<String>, StoreError> {
         let mut id = id.to_string();
         for _ in 0..MAX_HOPS {
-            let Some(inc) = self.load(work, &id).await? else {
+            if !self.ensure(work, &id).await? {
                 return Ok(None);
-            };
-            match &inc.topology.merged_into {
-                Some(into) => id = into.clone(),
-                None => return Ok(Some(inc)),
+            }
+            match work
+                .current(&id)
+                .and_then(|i| i.topology.merged_into.clone())
+            {
+                Some(into) => id = into,
+                None => return Ok(Some(id)),
             }
         }
         Ok(None)
@@ -330,7 +369,7 @@ impl Engine {
 
     /// The incident slot `key` points at, following merges; the read is
     /// recorded for the commit's checks.
-    async fn read_slot(&self, work: &mut Work, key: &str) -> Result<Option<Incident>, StoreError> {
+    async fn read_slot(&self, work: &mut Work, key: &str) -> Result<Option<String>, StoreError> {
         let id = match work.slot(key) {
             Some(id) => id,
             None => {
@@ -352,8 +391,10 @@ impl Engine {
     /// moved its alerts here lost the race to close it, and the pull is redone.
     async fn merge_pending(&self, work: &mut Work, inc: &Incident) -> Result<bool, StoreError> {
         for id in &inc.topology.merged_from {
-            if let Some(from) = self.load(work, id).await?
-                && from.state != IncidentState::Closed
+            if self.ensure(work, id).await?
+                && work
+                    .current(id)
+                    .is_some_and(|from| from.state != IncidentState::Closed)
             {
                 return Ok(true);
             }
@@ -430,17 +471,14 @@ impl Engine {
         let firing = alert.status == Status::Firing;
         let fp = alert.fingerprint.as_str();
         // The member entry, or the incident it already joined in this group.
-        let member = match member {
-            Some(id) => self.follow(work, id).await?,
-            None => match work
-                .changed
-                .iter()
-                .find(|i| i.alert(fp).is_some())
-                .map(|i| i.id.clone())
-            {
-                Some(id) => self.follow(work, &id).await?,
-                None => None,
-            },
+        let member = match work
+            .placed_in
+            .get(fp)
+            .cloned()
+            .or(member.map(str::to_string))
+        {
+            Some(id) => self.follow(work, &id).await?,
+            None => None,
         };
 
         // 1. The incident the alert is already in.
@@ -449,7 +487,13 @@ impl Engine {
         // below when an earlier attempt merged an incident into this one
         // without closing it yet.
         let mut member_update = false;
-        if let Some(m) = member.filter(|m| m.state != IncidentState::Closed) {
+        if let Some(m) = member
+            .filter(|id| {
+                work.current(id)
+                    .is_some_and(|m| m.state != IncidentState::Closed)
+            })
+            .and_then(|id| take_for(work, &id, fp, firing, now))
+        {
             let step = lifecycle::on_alert(
                 Some(m),
                 rule,
@@ -489,15 +533,15 @@ impl Engine {
                 .iter()
                 .filter(|i| i.is_target(&alert.labels))
             {
-                let Some(src) = self
+                let Some(src_id) = self
                     .read_slot(work, &inh.slot("src", &alert.labels))
                     .await?
                 else {
                     continue;
                 };
-                if !src.state.is_open() {
+                let Some(src) = work.current(&src_id).filter(|s| s.state.is_open()) else {
                     continue;
-                }
+                };
                 let source = src.alerts.iter().find(|a| {
                     a.status == Status::Firing
                         && a.fingerprint != alert.fingerprint
@@ -516,6 +560,9 @@ impl Engine {
                         ),
                         inh.rule
                     );
+                    let Some(src) = work.take(&src_id) else {
+                        continue;
+                    };
                     let inc = attach(
                         src,
                         alert,
@@ -545,14 +592,17 @@ impl Engine {
             candidates.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
             candidates.push((svc.as_str(), 0));
             for (dep, _) in candidates {
-                let Some(c) = self.read_slot(work, &service_slot(dep)).await? else {
+                let Some(c_id) = self.read_slot(work, &service_slot(dep)).await? else {
                     continue;
                 };
                 // An incident of nothing but alerts this one inhibits is
                 // pulled in below, as symptoms of an incident of its own.
-                if !open_within(&c, now) || inhibits_all(rules, rule, alert, &c) {
+                let Some(c) = work
+                    .current(&c_id)
+                    .filter(|c| open_within(c, now) && !inhibits_all(rules, rule, alert, c))
+                else {
                     continue;
-                }
+                };
                 let why = if dep == svc {
                     format!(
                         "{} joined: another alert of service {svc} within the {}s window",
@@ -564,6 +614,9 @@ impl Engine {
                         "{} joined: {svc} depends on {dep}, whose incident is open",
                         describe(alert)
                     )
+                };
+                let Some(c) = work.take(&c_id) else {
+                    continue;
                 };
                 let mut inc = attach(c, alert, None, "alert_added", &why, now);
                 // As urgent as its most urgent alert.
@@ -583,8 +636,10 @@ impl Engine {
             Some(p) => p,
             None => {
                 let target = match work.slot(key).flatten() {
-                    Some(id) => self.load(work, &id).await?,
-                    None => None,
+                    Some(id) if self.ensure(work, &id).await? => {
+                        take_for(work, &id, fp, firing, now)
+                    }
+                    _ => None,
                 };
                 let step = lifecycle::on_alert(
                     target,
@@ -636,20 +691,23 @@ impl Engine {
                 self.read_slot(work, &own).await?;
                 work.set(own, &inc.id);
                 for dependent in t.dependents(svc) {
-                    let Some(d) = self.read_slot(work, &service_slot(dependent)).await? else {
+                    let Some(d_id) = self.read_slot(work, &service_slot(dependent)).await? else {
                         continue;
                     };
                     // Only an incident caused by a dependent: one whose root
                     // cause lies elsewhere (a dependent also failing because
                     // of another dependency) stays apart.
-                    let caused_by_dependent = d
-                        .topology
-                        .root_cause
-                        .as_deref()
-                        .is_some_and(|r| t.depends_on(r, svc));
-                    if d.id == inc.id || !caused_by_dependent || !open_within(&d, now) {
+                    let pull = d_id != inc.id
+                        && work.current(&d_id).is_some_and(|d| {
+                            open_within(d, now)
+                                && d.topology
+                                    .root_cause
+                                    .as_deref()
+                                    .is_some_and(|r| t.depends_on(r, svc))
+                        });
+                    let Some(d) = pull.then(|| work.take(&d_id)).flatten() else {
                         continue;
-                    }
+                    };
                     let why = format!("{dependent} depends on {svc}");
                     inc = absorb(inc, &d, None, &why, now);
                     escalate(&mut inc, d.impact, d.urgency, rules);
@@ -661,21 +719,25 @@ impl Engine {
                     let src = inh.slot("src", &alert.labels);
                     self.read_slot(work, &src).await?;
                     work.set(src, &inc.id);
-                    let Some(d) = self
+                    let Some(d_id) = self
                         .read_slot(work, &inh.slot("tgt", &alert.labels))
                         .await?
                     else {
                         continue;
                     };
                     // Only an incident of nothing but this source's targets.
-                    let all_targets = d.alerts.iter().all(|a| {
-                        a.fingerprint != alert.fingerprint
-                            && inh.is_target(&a.labels)
-                            && inh.same_equal(&a.labels, &alert.labels)
-                    });
-                    if d.id == inc.id || !all_targets || !open_within(&d, now) {
+                    let pull = d_id != inc.id
+                        && work.current(&d_id).is_some_and(|d| {
+                            open_within(d, now)
+                                && d.alerts.iter().all(|a| {
+                                    a.fingerprint != alert.fingerprint
+                                        && inh.is_target(&a.labels)
+                                        && inh.same_equal(&a.labels, &alert.labels)
+                                })
+                        });
+                    let Some(d) = pull.then(|| work.take(&d_id)).flatten() else {
                         continue;
-                    }
+                    };
                     let why = format!(
                         "its alerts are inhibited by {} (rule {})",
                         describe(alert),
