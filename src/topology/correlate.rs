@@ -196,8 +196,13 @@ fn mark_symptoms(
     }
 }
 
-/// `inc`, closed because its alerts went into incident `into`.
+/// `inc`, closed because its alerts moved into incident `into` (they are
+/// tracked there only; its timeline keeps their history).
 fn close_merged(mut inc: Incident, into: &str, why: &str, now: DateTime<Utc>) -> Incident {
+    let moved = inc.alerts.len();
+    inc.alerts.clear();
+    inc.alert_count = 0;
+    inc.all_resolved_since = None;
     inc.state = IncidentState::Closed;
     inc.resolved_at = inc.resolved_at.or(Some(now));
     inc.closed_at = Some(now);
@@ -206,7 +211,7 @@ fn close_merged(mut inc: Incident, into: &str, why: &str, now: DateTime<Utc>) ->
     inc.push_timeline(
         now,
         "merged",
-        format!("merged into incident {into}: {why}; its alerts are tracked there"),
+        format!("merged into incident {into}: {why}; its {moved} alert(s) moved there"),
     );
     inc
 }
