@@ -164,7 +164,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     match (config, rules) {
         (Ok(c), Ok(r)) => {
             println!(
-                "{}: ok ({} rules, {} webhook endpoints, {} adapters, store {})",
+                "{}: ok ({} rules, {} webhook endpoints, {} adapters, store {}{})",
                 path.display(),
                 r.len(),
                 c.webhook.endpoints.len(),
@@ -172,7 +172,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 match c.store {
                     config::StoreSettings::Memory { .. } => "memory",
                     config::StoreSettings::Redis(_) => "redis",
-                }
+                },
+                c.topology
+                    .as_ref()
+                    .map(|t| format!(", {} services", t.len()))
+                    .unwrap_or_default()
             );
             ExitCode::SUCCESS
         }

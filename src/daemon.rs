@@ -145,7 +145,9 @@ impl Daemon {
                 .with_after_manual_close(config.after_manual_close)
                 .with_route_all_to(config.route_all_to.clone())
                 .with_flapping(config.flapping)
-                .with_sla(config.sla.clone()),
+                .with_sla(config.sla.clone())
+                .with_topology(config.topology.clone())
+                .with_major(config.major.clone()),
         );
         let heartbeats = Arc::new(Heartbeats::new(
             config.heartbeats.clone(),

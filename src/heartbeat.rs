@@ -153,7 +153,7 @@ pub fn validate(
                     None
                 }
                 Err(errors) => {
-                    for e in errors {
+                    for (_, e) in errors {
                         p.at_item("heartbeats", &raw.name, Some("match"), e);
                     }
                     None
@@ -437,6 +437,7 @@ impl Heartbeats {
             closed_by: None,
             related: Vec::new(),
             route: spec.route.clone(),
+            topology: Default::default(),
             alerts: Vec::new(),
             timeline: Vec::new(),
             timeline_dropped: 0,

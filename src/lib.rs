@@ -22,6 +22,8 @@
 //! - [`store`]: the state store trait, its memory and Redis implementations, dedup rules.
 //! - [`simulate`]: the pipeline on a driven clock, for [`ruletest`] (`incidentd test`)
 //!   and [`replay`] (`incidentd replay`).
+//! - [`topology`]: the services file (a small CMDB) and topology correlation:
+//!   dependents' alerts join their failing dependency's incident.
 //! - [`adapters`]: ITSM adapters (one folder each) and the shared delivery policy.
 //! - [`outbox`]: the durable outbox and the worker that delivers incident changes.
 //! - [`api`]: health, readiness, metrics, REST API, and the JSON error shape.
@@ -47,3 +49,4 @@ pub mod secret;
 pub mod simulate;
 pub mod sources;
 pub mod store;
+pub mod topology;

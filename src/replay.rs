@@ -120,9 +120,18 @@ pub fn render_table(result: &ReplayResult, explain: bool) -> String {
         "ID", "STATE", "P", "ALERTS", "RULE"
     );
     for i in &result.incidents {
+        // Topology: what the incident is about, or where it went.
+        let topo = match (&i.topology.merged_into, &i.topology.root_cause) {
+            (Some(into), _) => format!("  [merged into {into}]"),
+            (None, Some(root)) if i.topology.affected_services.len() > 1 => format!(
+                "  [root cause {root}; affects {}]",
+                i.topology.affected_services.join(", ")
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{:<40} {:<11} {:>2} {:>6}  {:<16} {}",
+            "{:<40} {:<11} {:>2} {:>6}  {:<16} {}{topo}",
             i.id,
             i.state.as_str(),
             i.priority,
@@ -131,10 +140,20 @@ pub fn render_table(result: &ReplayResult, explain: bool) -> String {
             i.title
         );
     }
+    let merged = result
+        .incidents
+        .iter()
+        .filter(|i| i.topology.merged_into.is_some())
+        .count();
     let _ = writeln!(
         out,
-        "{} incident(s) from {} alert(s)",
+        "{} incident(s){} from {} alert(s)",
         result.incidents.len(),
+        if merged > 0 {
+            format!(" ({merged} merged into another)")
+        } else {
+            String::new()
+        },
         result.alerts.len()
     );
     if explain {

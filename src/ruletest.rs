@@ -42,6 +42,15 @@
 //! SLA, no heartbeats, flap detection off). The simulation is built from the
 //! validated config (`Simulation::configured`), so a config error fails the
 //! file with the config's own file:line messages.
+//!
+//! `reopen_count`, `major`, `root_cause`, `affected_services` (a list),
+//! `merged` (merged into another incident), `symptoms` (how many alerts are
+//! inhibited symptoms), `route` (a list). Times: `90s`, `5m`, `1h30m`, or
+//! plain seconds.
+//!
+//! `config: ../../examples/topology.yaml` (relative to the test file) runs the
+//! tests with that daemon config's incident settings (services file, major
+//! incidents); the rules still come from `rules_dir`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,7 +71,8 @@ struct TestFile {
     #[serde(default)]
     rules_dir: Option<PathBuf>,
     /// A daemon config (relative to the test file) whose settings the
-    /// simulation runs on: flapping, SLA, heartbeats, routes.
+    /// simulation runs on: flapping, SLA, heartbeats, routes, services file,
+    /// major incidents.
     #[serde(default)]
     config: Option<PathBuf>,
     #[serde(default)]
@@ -144,6 +154,12 @@ struct ExpectedIncident {
     timeline: Option<Vec<String>>,
     sla_response_breached: Option<bool>,
     sla_resolution_breached: Option<bool>,
+    root_cause: Option<String>,
+    affected_services: Option<Vec<String>>,
+    /// Whether the incident was merged into another (its id is random).
+    merged: Option<bool>,
+    /// Alerts attached as symptoms (inhibited).
+    symptoms: Option<usize>,
 }
 
 /// An offset on the test's time axis.
@@ -552,6 +568,30 @@ fn compare(offset: i64, expected: &[ExpectedIncident], got: &[Incident], out: &m
             "flapping_alerts",
             exp.flapping_alerts.map(|f| f.to_string()),
             crate::incident::flapping::flapping_alerts(inc).to_string(),
+        );
+        field(
+            "root_cause",
+            exp.root_cause.clone(),
+            inc.topology.root_cause.clone().unwrap_or_default(),
+        );
+        field(
+            "affected_services",
+            exp.affected_services.as_ref().map(|s| s.join(", ")),
+            inc.topology.affected_services.join(", "),
+        );
+        field(
+            "merged",
+            exp.merged.map(|m| m.to_string()),
+            inc.topology.merged_into.is_some().to_string(),
+        );
+        field(
+            "symptoms",
+            exp.symptoms.map(|n| n.to_string()),
+            inc.alerts
+                .iter()
+                .filter(|a| a.role == Some(crate::topology::AlertRole::Symptom))
+                .count()
+                .to_string(),
         );
         field(
             "route",

@@ -34,7 +34,14 @@ impl Simulation {
         Self::configured(rules, None)
     }
 
-    /// With the daemon settings of `config` (flapping, SLA, heartbeats, routes).
+    /// The pipeline with the incident settings of a validated daemon config,
+    /// as `incidentd run` would have them.
+    pub fn from_config(rules: Arc<RuleSet>, config: &Config) -> Result<Self, prometheus::Error> {
+        Self::configured(rules, Some(config))
+    }
+
+    /// With the daemon settings of `config` (flapping, SLA, heartbeats, routes,
+    /// topology, major incidents).
     pub fn configured(
         rules: Arc<RuleSet>,
         config: Option<&Config>,
@@ -47,7 +54,9 @@ impl Simulation {
                 .with_after_manual_close(c.after_manual_close)
                 .with_route_all_to(c.route_all_to.clone())
                 .with_flapping(c.flapping)
-                .with_sla(c.sla.clone());
+                .with_sla(c.sla.clone())
+                .with_topology(c.topology.clone())
+                .with_major(c.major.clone());
         }
         let engine = Arc::new(engine);
         let specs = config.map(|c| c.heartbeats.clone()).unwrap_or_default();

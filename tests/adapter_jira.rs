@@ -600,6 +600,7 @@ fn incident(id: &str) -> Incident {
         updated_at: t,
         related: vec![],
         route: vec!["jira".into()],
+        topology: Default::default(),
         alerts: vec![],
         timeline: vec![],
         last_activity: t,

@@ -50,6 +50,7 @@ fn incident(id: &str) -> Incident {
         updated_at: now,
         related: vec![],
         route: vec!["rt".into()],
+        topology: Default::default(),
         alerts: vec![],
         timeline: vec![],
         last_activity: now,

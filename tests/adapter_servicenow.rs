@@ -513,6 +513,7 @@ fn incident(id: &str) -> Incident {
         updated_at: t,
         related: vec![],
         route: vec!["snow".into()],
+        topology: Default::default(),
         alerts: vec![],
         timeline: vec![],
         last_activity: t,

@@ -34,6 +34,7 @@ fn shipped_examples_pass_check() {
     ];
     for name in [
         "quickstart.yaml",
+        "topology.yaml",
         "redis.yaml",
         "rt.yaml",
         "servicenow.yaml",
@@ -445,4 +446,167 @@ fn sighup_reloads_rules() {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill();
+}
+
+/// `incidentd replay --config examples/topology.yaml FIXTURE --json`, as JSON.
+fn replay_topology(fixture: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "--config",
+            &example("topology.yaml"),
+            &manifest(&format!("tests/fixtures/topology/{fixture}")),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The incidents not merged into another one.
+fn open_tickets(incidents: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    incidents
+        .iter()
+        .filter(|i| i.get("merged_into").is_none())
+        .collect()
+}
+
+fn affected(inc: &serde_json::Value) -> Vec<&str> {
+    inc["affected_services"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn replay_of_postgres_then_its_dependents_is_one_incident_with_postgres_as_root_cause() {
+    let incidents = replay_topology("postgres-then-checkout.jsonl");
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let inc = &incidents[0];
+    assert_eq!(inc["root_cause"], "postgres");
+    assert_eq!(affected(inc), ["postgres", "checkout-api"]);
+    assert_eq!(inc["alert_count"], 4);
+    assert_eq!(inc["assignment_group"], "dba");
+    assert_eq!(inc["title"], "Database postgres is down in eu1");
+    let roles: Vec<&str> = inc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["root_cause", "dependent", "dependent", "dependent"]);
+}
+
+#[test]
+fn replay_of_dependents_then_postgres_merges_them_into_the_postgres_incident() {
+    let incidents = replay_topology("checkout-then-postgres.jsonl");
+    let tickets = open_tickets(&incidents);
+    assert_eq!(tickets.len(), 1, "{incidents:#?}");
+    let cause = tickets[0];
+    assert_eq!(cause["root_cause"], "postgres");
+    assert_eq!(affected(cause), ["postgres", "checkout-api"]);
+    assert_eq!(cause["alert_count"], 4);
+    assert_eq!(cause["state"], "new");
+    let merged: Vec<_> = incidents
+        .iter()
+        .filter(|i| i.get("merged_into").is_some())
+        .collect();
+    assert_eq!(merged.len(), 1, "{incidents:#?}");
+    assert_eq!(merged[0]["merged_into"], cause["id"]);
+    assert_eq!(merged[0]["state"], "closed");
+    assert_eq!(cause["merged_from"][0], merged[0]["id"]);
+    let said = merged[0]["timeline"].as_array().unwrap().iter().any(|t| {
+        t["event"] == "merged"
+            && t["cause"]
+                .as_str()
+                .unwrap()
+                .contains(cause["id"].as_str().unwrap())
+    });
+    assert!(
+        said,
+        "the merged incident names where it went: {:#?}",
+        merged[0]
+    );
+}
+
+#[test]
+fn replay_of_a_mixed_storm_opens_one_incident_per_cause() {
+    let incidents = replay_topology("chain-storm.jsonl");
+    let tickets = open_tickets(&incidents);
+    assert_eq!(tickets.len(), 3, "{incidents:#?}");
+    let by_root = |root: &str| {
+        tickets
+            .iter()
+            .find(|i| i["root_cause"] == root || (root.is_empty() && i.get("root_cause").is_none()))
+            .unwrap_or_else(|| panic!("no incident for {root:?}: {tickets:#?}"))
+    };
+    // frontend → checkout-api → postgres: one incident, postgres first; three
+    // services make it major.
+    let chain = by_root("postgres");
+    assert_eq!(affected(chain), ["postgres", "checkout-api", "frontend"]);
+    assert_eq!(chain["major"], true);
+    assert!(
+        chain["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["event"] == "major")
+    );
+    // Unrelated: its own incident.
+    assert_eq!(affected(by_root("email-worker")), ["email-worker"]);
+    // Not in the services file: the rules alone; its warning is inhibited by
+    // the critical of the same service and cluster.
+    let search = by_root("");
+    assert_eq!(search["service"], "search-api");
+    assert_eq!(search["alert_count"], 1, "symptoms are not counted");
+    assert_eq!(search["alerts"].as_array().unwrap().len(), 2);
+    let roles: Vec<&str> = search["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["", "symptom"]);
+}
+
+#[test]
+fn check_reports_every_services_file_error_with_file_and_line_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("incidentd.yaml"),
+        "topology:\n  services_file: services.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        "services:\n  - name: api\n    match: [service=\"api\"]\n    depends_on: [db, cache]\n  - name: db\n    match: [service=\"db\"]\n    depends_on: [api]\n  - name: db\n    match: ['service=~\"(\"']\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            dir.path().join("incidentd.yaml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "services.yaml:4:",
+        "\"cache\", which is not a service",
+        "dependency cycle: api -> db -> api",
+        "services.yaml:8:",
+        "duplicate service name \"db\"",
+        "services.yaml:9:",
+        "bad regex",
+        "4 error(s)",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
 }

@@ -580,3 +580,83 @@ async fn a_flapping_alert_does_not_churn_resolve_and_reopen() {
     );
     d.shutdown().await.unwrap();
 }
+
+/// An Alertmanager body with one alert of `service`.
+fn am_service_alert(name: &str, service: &str, instance: &str) -> String {
+    json!({
+        "version": "4", "status": "firing", "receiver": "incidentd",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": name, "cluster": "eu1", "service": service,
+                       "instance": instance, "severity": "critical"},
+            "annotations": {"summary": format!("{service} {instance} is down")},
+            "startsAt": "2026-11-25T03:29:01.917Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+        }]
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn topology_storm_posted_to_two_instances_on_one_redis_ends_in_one_incident_per_cause() {
+    let cfg = format!(
+        "{}{RULES}topology:\n  services_file: services.yaml\n",
+        redis_config(&redis_url(), &unique_prefix("topo-storm"))
+    );
+    let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);
+    // Dependents and their dependency in one burst, each alert to both
+    // daemons at once: whatever the interleaving, postgres ends up the cause.
+    let mut bodies: Vec<String> = (0..12)
+        .map(|i| am_service_alert("TargetDown", "checkout-api", &format!("10.0.0.{i}:8080")))
+        .collect();
+    bodies.insert(
+        6,
+        am_service_alert("PostgresDown", "postgres", "10.0.5.1:9187"),
+    );
+    bodies.push(am_service_alert("TargetDown", "frontend", "10.0.1.1:80"));
+    let mut posts = Vec::new();
+    for body in bodies {
+        for d in [&a, &b] {
+            let (url, body) = (format!("{}{AM}", base(d)), body.clone());
+            posts.push(tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    for p in posts {
+        assert_eq!(p.await.unwrap(), 200);
+    }
+    let all = incidents(&a, "?limit=100").await;
+    let tickets: Vec<&Value> = all
+        .iter()
+        .filter(|i| i.get("merged_into").is_none())
+        .collect();
+    assert_eq!(tickets.len(), 1, "one incident per cause: {all:#?}");
+    let cause = tickets[0];
+    assert_eq!(cause["root_cause"], "postgres", "{cause:#}");
+    assert_eq!(cause["alert_count"], 14, "{cause:#}");
+    let mut affected: Vec<&str> = cause["affected_services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(affected.remove(0), "postgres");
+    affected.sort();
+    assert_eq!(affected, ["checkout-api", "frontend"]);
+    let ids: Vec<&Value> = all.iter().map(|i| &i["id"]).collect();
+    for merged in all.iter().filter(|i| i.get("merged_into").is_some()) {
+        assert_eq!(merged["state"], "closed");
+        assert!(ids.contains(&&merged["merged_into"]), "{merged:#}");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

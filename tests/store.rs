@@ -455,6 +455,7 @@ both_stores!(
                     members: &[],
                     due: None,
                     outbox_event: None,
+                    slots: &[],
                 };
                 assert!(store.commit_incident(&commit).await.unwrap());
             }
@@ -481,5 +482,72 @@ both_stores!(
         let g = store.open_gauges().await.unwrap();
         assert_eq!(g.by_priority[0] - base.by_priority[0], 1);
         assert_eq!(g.by_priority[1] - base.by_priority[1], 0);
+    }
+);
+
+both_stores!(
+    a_commit_checks_its_extra_slots_and_points_those_it_sets_at_the_incident,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::store::{IncidentCommit, SlotCheck};
+        let commit = |inc: &incidentd::incident::Incident, slots: Vec<SlotCheck<'static>>| {
+            let s = s.clone();
+            let inc = inc.clone();
+            async move {
+                s.commit_incident(&IncidentCommit {
+                    incident: &inc,
+                    expected_version: inc.version - 1,
+                    bind: None,
+                    members: &[],
+                    due: None,
+                    outbox_event: None,
+                    slots: &slots,
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let slot_of = |key: &'static str| {
+            let s = s.clone();
+            async move { s.find_incidents("", key, &[]).await.unwrap().slot }
+        };
+        let mut a = common::sample_incident("inc-a");
+        a.version = 1;
+        let set = |key, expected| SlotCheck {
+            key,
+            expected,
+            set: true,
+        };
+        assert!(commit(&a, vec![set("svc:postgres", None), set("svc:api", None)]).await);
+        assert_eq!(slot_of("svc:postgres").await.as_deref(), Some("inc-a"));
+        assert_eq!(slot_of("svc:api").await.as_deref(), Some("inc-a"));
+
+        // A slot read as empty that another commit took: nothing is written.
+        let mut b = common::sample_incident("inc-b");
+        b.version = 1;
+        let stale = vec![
+            set("svc:checkout", None),
+            SlotCheck {
+                key: "svc:postgres",
+                expected: None,
+                set: false,
+            },
+        ];
+        assert!(!commit(&b, stale).await);
+        assert!(s.get_incident("inc-b").await.unwrap().is_none());
+        assert_eq!(slot_of("svc:checkout").await, None);
+
+        // Read again: checked only, the slot keeps pointing where it did.
+        let fresh = vec![
+            set("svc:checkout", None),
+            SlotCheck {
+                key: "svc:postgres",
+                expected: Some("inc-a"),
+                set: false,
+            },
+        ];
+        assert!(commit(&b, fresh).await);
+        assert_eq!(slot_of("svc:checkout").await.as_deref(), Some("inc-b"));
+        assert_eq!(slot_of("svc:postgres").await.as_deref(), Some("inc-a"));
     }
 );

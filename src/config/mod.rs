@@ -53,6 +53,21 @@ pub struct RawConfig {
     /// Expected heartbeats of the monitoring pipeline.
     #[serde(default)]
     pub heartbeats: Vec<crate::heartbeat::RawHeartbeat>,
+    /// The services file (service topology).
+    #[serde(default)]
+    pub topology: TopologyConfig,
+    /// When an incident is major, and where major incidents go as well.
+    #[serde(default)]
+    pub major_incident: crate::incident::major::MajorPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// Services, their alerts' matchers and dependencies; relative to the
+    /// config file. Left out: no topology correlation.
+    #[serde(default)]
+    pub services_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +228,9 @@ pub struct Config {
     pub flapping: crate::incident::flapping::FlapDefaults,
     pub sla: crate::incident::sla::SlaPolicy,
     pub heartbeats: Vec<std::sync::Arc<crate::heartbeat::HeartbeatSpec>>,
+    /// The validated services file, if the config names one.
+    pub topology: Option<std::sync::Arc<crate::topology::Topology>>,
+    pub major: crate::incident::major::MajorPolicy,
 }
 
 /// One problem in a config file.
@@ -322,7 +340,10 @@ impl<'a> Problems<'a> {
     }
 
     fn into_errors(mut self) -> ConfigErrors {
-        self.errors.sort_by_key(|e| e.line.unwrap_or(0));
+        // The config file's own problems first, then those of files it names.
+        let file = self.file.to_path_buf();
+        self.errors
+            .sort_by_key(|e| (e.file != file, e.line.unwrap_or(0)));
         ConfigErrors(self.errors)
     }
 
@@ -523,6 +544,26 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
     let adapter_names: Vec<&str> = raw.adapters.keys().map(String::as_str).collect();
     let sla = raw.sla.validate(&adapter_names, p);
     let heartbeats = crate::heartbeat::validate(&raw.heartbeats, &adapter_names, p);
+    let topology = raw.topology.services_file.as_ref().and_then(|f| {
+        match crate::topology::load::load(&base_dir.join(f)) {
+            Ok(t) => Some(std::sync::Arc::new(t)),
+            Err(errors) => {
+                p.errors.extend(errors);
+                None
+            }
+        }
+    });
+    if let Some(msg) = raw.major_incident.condition().check() {
+        p.at("major_incident", msg);
+    }
+    for name in &raw.major_incident.route {
+        if !raw.adapters.contains_key(name) {
+            p.at(
+                "major_incident.route",
+                format!("{name:?} is not an adapter under adapters:"),
+            );
+        }
+    }
 
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
@@ -547,6 +588,8 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         flapping,
         sla,
         heartbeats,
+        topology,
+        major: raw.major_incident,
     }
 }
 

@@ -15,15 +15,17 @@ use chrono::{DateTime, Utc};
 
 use super::flapping::FlapDefaults;
 use super::lifecycle::{self, Step};
+use super::major::{self, MajorPolicy};
 use super::sla::{self, SlaPolicy};
 use super::{Incident, IncidentState};
 use crate::alert::{Alert, Status};
 use crate::metrics::Metrics;
 use crate::rules::{Action, Decision, IncidentSpec, RuleSet};
 use crate::store::{Explain, ExplainRule, IncidentCommit, Outcome, SharedStore, StoreError};
+use crate::topology::Topology;
 
 /// Reads-and-retries before an incident write gives up (and the request gets 503).
-const MAX_ATTEMPTS: u32 = 32;
+pub(crate) const MAX_ATTEMPTS: u32 = 32;
 /// Upper bound of the random pause before a retry.
 const MAX_BACKOFF_MS: u64 = 50;
 /// Correlation groups of one batch written at once.
@@ -56,6 +58,9 @@ pub struct Engine {
     flapping: FlapDefaults,
     /// SLA targets and escalation, applied to every new incident.
     sla: SlaPolicy,
+    /// The services file, when the config names one.
+    topology: Option<Arc<Topology>>,
+    major: MajorPolicy,
 }
 
 /// One recorded alert of a batch, with its rules' decisions.
@@ -97,6 +102,9 @@ enum Correlated {
     Joined(String, IncidentState),
 }
 
+/// An alert of a batch on the topology path: (item, explain entry, rule, spec, key).
+type TopologyItem = (usize, usize, Arc<str>, Arc<IncidentSpec>, String);
+
 impl Engine {
     pub fn new(store: SharedStore, rules: Arc<RuleSet>, metrics: Arc<Metrics>) -> Self {
         metrics.rules_loaded.set(rules.len() as i64);
@@ -108,6 +116,8 @@ impl Engine {
             metrics,
             flapping: FlapDefaults::default(),
             sla: SlaPolicy::default(),
+            topology: None,
+            major: MajorPolicy::default(),
         }
     }
 
@@ -146,6 +156,30 @@ impl Engine {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Correlates alerts of the services in `topology` along their dependencies.
+    pub fn with_topology(mut self, topology: Option<Arc<Topology>>) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// The daemon-wide major-incident condition and route.
+    pub fn with_major(mut self, major: MajorPolicy) -> Self {
+        self.major = major;
+        self
+    }
+
+    pub(crate) fn topology(&self) -> Option<Arc<Topology>> {
+        self.topology.clone()
+    }
+
+    pub(crate) fn major(&self) -> &MajorPolicy {
+        &self.major
+    }
+
+    pub(crate) fn after_manual_close(&self) -> lifecycle::AfterManualClose {
+        self.after_manual_close
     }
 
     /// What an alert does to an incident a person closed in an ITSM platform.
@@ -225,6 +259,8 @@ impl Engine {
         // Per alert: its explanation entries, some waiting for a group's result.
         let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
         let mut groups: Vec<Group> = Vec::new();
+        // Placed per rule and key, in arrival order, after the groups.
+        let mut topology_items: Vec<TopologyItem> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             if item.outcome == Outcome::Stale || still_explained(item, now) {
@@ -255,6 +291,16 @@ impl Engine {
                                     hit.ends_at.to_rfc3339()
                                 );
                                 ("incident", Some(key), result)
+                            }
+                            _ if self.takes_topology_path(rules, &d.rule, spec, alert) => {
+                                topology_items.push((
+                                    i,
+                                    entries.len(),
+                                    d.rule.clone(),
+                                    spec.clone(),
+                                    key.clone(),
+                                ));
+                                ("incident", Some(key), String::new())
                             }
                             _ => {
                                 let g = *group_of
@@ -311,6 +357,29 @@ impl Engine {
                             format!("correlated into incident {id} (now {})", state.as_str()),
                         ),
                     };
+                    entry.incident_id = id;
+                    entry.result = result;
+                }
+            }
+        }
+        // Topology and inhibition: per rule and key, in order of arrival.
+        let mut topology_groups: Vec<(&TopologyItem, Vec<&TopologyItem>)> = Vec::new();
+        for t in &topology_items {
+            match topology_groups
+                .iter_mut()
+                .find(|(first, _)| first.2 == t.2 && first.4 == t.4)
+            {
+                Some((_, members)) => members.push(t),
+                None => topology_groups.push((t, vec![t])),
+            }
+        }
+        for (first, members) in topology_groups {
+            let alerts: Vec<&Alert> = members.iter().map(|t| items[t.0].alert).collect();
+            let placed = self
+                .correlate_topology(rules, &first.2, &first.3, &first.4, &alerts, now)
+                .await?;
+            for (t, (id, result)) in members.iter().zip(placed) {
+                if let Some(entry) = explained[t.0].as_mut().and_then(|e| e.get_mut(t.1)) {
                     entry.incident_id = id;
                     entry.result = result;
                 }
@@ -427,6 +496,8 @@ impl Engine {
                     }
                     Step::Update(inc) => (*inc, false),
                 };
+                let mut inc = inc;
+                major::apply(&mut inc, &self.major, spec.major.as_ref(), now);
                 let id = inc.id.clone();
                 results.push(if opened {
                     Correlated::Opened(id.clone())
@@ -464,6 +535,7 @@ impl Engine {
                     members: &members,
                     due: lifecycle::next_due(&inc),
                     outbox_event: event.filter(|_| !inc.route.is_empty()),
+                    slots: &[],
                 };
                 if !self.store.commit_incident(&commit).await? {
                     // Somebody else changed one of them: read again and redo the
@@ -484,13 +556,13 @@ impl Engine {
     /// Another writer won the race for an incident: count it, and pause a
     /// random, growing while (full jitter) so a storm on one key does not turn
     /// into writers retrying in lockstep.
-    async fn conflict(&self, attempt: u32) {
+    pub(crate) async fn conflict(&self, attempt: u32) {
         self.metrics.incident_conflicts.inc();
         let cap = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
         tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap))).await;
     }
 
-    fn count_change(&self, event: Option<&str>) {
+    pub(crate) fn count_change(&self, event: Option<&str>) {
         if let Some(event) = event {
             self.metrics
                 .incident_changes
@@ -503,7 +575,12 @@ impl Engine {
     /// to resolve, alerts per incident, SLA breaches, alerts starting to flap.
     /// Each instance counts the changes it committed, so sums over instances
     /// are right.
-    fn observe_change(&self, before: Option<&Incident>, after: &Incident, event: Option<&str>) {
+    pub(crate) fn observe_change(
+        &self,
+        before: Option<&Incident>,
+        after: &Incident,
+        event: Option<&str>,
+    ) {
         let m = &self.metrics.incidents;
         let priority = after.priority.to_string();
         let since_created =
@@ -620,6 +697,7 @@ impl Engine {
                 members: &[],
                 due,
                 outbox_event: event.filter(|_| !next.route.is_empty()),
+                slots: &[],
             };
             if self.store.commit_incident(&commit).await? {
                 self.count_change(event);
@@ -656,6 +734,7 @@ impl Engine {
                 members: &[],
                 due: lifecycle::next_due(&inc),
                 outbox_event: Some("created").filter(|_| !inc.route.is_empty()),
+                slots: &[],
             };
             if self.store.commit_incident(&commit).await? {
                 self.count_change(Some("created"));
@@ -714,6 +793,6 @@ pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'sta
     (a != *after).then_some("updated")
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     format!("inc-{}", uuid::Uuid::now_v7().simple())
 }

@@ -183,6 +183,7 @@ fn create(
         closed_by: None,
         related: Vec::new(),
         route: spec.route.clone(),
+        topology: Default::default(),
         alerts: vec![IncidentAlert {
             fingerprint: alert.fingerprint.clone(),
             labels: alert.labels.clone(),
@@ -192,6 +193,7 @@ fn create(
             status_changed_at: now,
             flapping: false,
             changes: vec![now],
+            role: None,
         }],
         timeline: Vec::new(),
         timeline_dropped: 0,
@@ -228,8 +230,9 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         status_changed_at: now,
         flapping: false,
         changes: vec![now],
+        role: None,
     });
-    inc.alert_count = inc.alerts.len();
+    inc.alert_count = inc.counted_alerts();
     let fields = spec.render(alert, inc.alert_count);
     if let Some(ci) = fields.configuration_item
         && !inc.configuration_items.contains(&ci)

@@ -17,6 +17,7 @@
 pub mod engine;
 pub mod flapping;
 pub mod lifecycle;
+pub mod major;
 pub mod metrics;
 pub mod sla;
 
@@ -90,6 +91,10 @@ pub struct IncidentAlert {
     /// Its recent status changes, newest last, for flap detection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<DateTime<Utc>>,
+    /// What the alert is to the incident when topology or inhibition put it
+    /// there (`root_cause`, `dependent`, `symptom`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::topology::AlertRole>,
 }
 
 /// One change of an incident, with its cause.
@@ -131,6 +136,7 @@ pub struct Incident {
     pub service: Option<String>,
     pub configuration_items: Vec<String>,
     pub major: bool,
+    /// Alerts in the incident, inhibited symptoms not counted.
     pub alert_count: usize,
     pub rule: String,
     pub correlation_key: String,
@@ -150,6 +156,9 @@ pub struct Incident {
     #[serde(default)]
     pub related: Vec<String>,
     pub route: Vec<String>,
+    /// Root cause, affected services and merges (service topology).
+    #[serde(flatten)]
+    pub topology: crate::topology::IncidentTopology,
     pub alerts: Vec<IncidentAlert>,
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries dropped beyond [`MAX_TIMELINE`].
@@ -177,6 +186,15 @@ pub struct Incident {
 impl Incident {
     pub fn alert(&self, fingerprint: &str) -> Option<&IncidentAlert> {
         self.alerts.iter().find(|a| a.fingerprint == fingerprint)
+    }
+
+    /// What `alert_count` counts: the alerts, less inhibited symptoms (they
+    /// are listed, but are not what the incident is about).
+    pub fn counted_alerts(&self) -> usize {
+        self.alerts
+            .iter()
+            .filter(|a| a.role != Some(crate::topology::AlertRole::Symptom))
+            .count()
     }
 
     pub fn push_timeline(&mut self, at: DateTime<Utc>, event: &str, cause: impl Into<String>) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::error::{Code, RuleError};
 use super::expr::Expr;
 use super::incident::IncidentSpec;
+use super::inhibit::Inhibit;
 use super::locate::Positions;
 use super::maintenance::Window;
 use super::matcher::Matcher;
@@ -126,13 +127,25 @@ pub(super) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<RuleEr
 
     let mut rules = Vec::new();
     let mut windows = Vec::new();
+    let mut inhibits = Vec::new();
     let (mut rule_names, mut window_names) = (Names::default(), Names::default());
     for f in &parsed {
         let mut p = f.problems(&mut errors);
         for (i, raw) in f.raw.rules.iter().enumerate() {
             let at = format!("rules.{i}");
             rule_names.claim("rule", &raw.name, &format!("{at}.name"), &mut p);
-            rules.extend(compile_rule(raw, &at, &matrix, &mut p));
+            let inhibit_only =
+                raw.action.is_none() && raw.incident.is_none() && !raw.inhibits.is_empty();
+            if !inhibit_only {
+                rules.extend(compile_rule(raw, &at, &matrix, &mut p));
+            } else if raw.expr.is_some() {
+                p.at(
+                    &format!("{at}.expr"),
+                    Code::InhibitSource,
+                    "an inhibit-only rule (no action) selects its sources with `match:` only",
+                );
+            }
+            inhibits.extend(compile_inhibits(raw, &at, inhibit_only, &mut p));
         }
         for (i, raw) in f.raw.maintenance.iter().enumerate() {
             let at = format!("maintenance.{i}");
@@ -151,6 +164,7 @@ pub(super) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<RuleEr
             rules,
             windows,
             matrix,
+            inhibits,
         })
     } else {
         errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -166,6 +180,43 @@ impl Parsed<'_> {
             errors,
         }
     }
+}
+
+/// A rule's `inhibits:`; its source alerts are those it raises incidents for
+/// (or, on an inhibit-only rule, those its matchers select).
+fn compile_inhibits(
+    raw: &RawRule,
+    at: &str,
+    inhibit_only: bool,
+    p: &mut Problems<'_>,
+) -> Vec<Inhibit> {
+    if raw.inhibits.is_empty() {
+        return Vec::new();
+    }
+    if !inhibit_only && raw.incident.is_none() {
+        p.at(
+            &format!("{at}.inhibits"),
+            Code::InhibitSource,
+            "`inhibits:` on a drop or suppress rule: inhibited alerts are attached to the source's incident, so the rule must raise incidents (or have no action at all)",
+        );
+        return Vec::new();
+    }
+    let name: Arc<str> = raw.name.as_str().into();
+    raw.inhibits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, inh)| {
+            Inhibit::compile(
+                &name,
+                &raw.matchers,
+                inhibit_only,
+                inh,
+                i,
+                &format!("{at}.inhibits.{i}"),
+                p,
+            )
+        })
+        .collect()
 }
 
 fn compile_rule(

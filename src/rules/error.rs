@@ -21,6 +21,9 @@ pub(super) enum Code {
     Action,
     PriorityMatrix,
     Read,
+    Inhibit,
+    InhibitSource,
+    Major,
 }
 
 impl Code {
@@ -40,6 +43,9 @@ impl Code {
             Code::Action => "E012",
             Code::PriorityMatrix => "E013",
             Code::Read => "E014",
+            Code::Inhibit => "E015",
+            Code::InhibitSource => "E016",
+            Code::Major => "E017",
         }
     }
 }

@@ -46,6 +46,11 @@ pub struct IncidentSpec {
     pub route: Vec<String>,
     /// The rule's own flap detection settings, over the daemon config's.
     pub flapping: Option<crate::incident::flapping::FlapSettings>,
+    /// Whether alerts of services in the services file correlate by topology
+    /// (`topology: false` opts the rule out).
+    pub topology: bool,
+    /// This rule's major-incident condition, besides the daemon-wide one.
+    pub major: Option<crate::incident::major::MajorCondition>,
     rule: Arc<str>,
     templates: Templates,
 }
@@ -162,6 +167,9 @@ impl IncidentSpec {
             }
         }
 
+        if let Some(msg) = raw.major.as_ref().and_then(|m| m.check()) {
+            p.at(&format!("{at}.major"), Code::Major, msg);
+        }
         let (impact, urgency) = (impact?, urgency?);
         (p.count() == errors_before).then(|| IncidentSpec {
             impact,
@@ -177,6 +185,8 @@ impl IncidentSpec {
             close_after: Duration::from_secs(raw.close_after_s),
             route: raw.route.clone(),
             flapping: raw.flapping,
+            topology: raw.topology,
+            major: raw.major.clone(),
             rule: rule.clone(),
             templates,
         })
@@ -215,6 +225,14 @@ pub(super) struct RawIncident {
     /// Flap detection: `{enabled, changes, window_s, settle_s}`, each optional.
     #[serde(default)]
     flapping: Option<crate::incident::flapping::FlapSettings>,
+    #[serde(default = "default_topology")]
+    topology: bool,
+    #[serde(default)]
+    major: Option<crate::incident::major::MajorCondition>,
+}
+
+fn default_topology() -> bool {
+    true
 }
 
 fn default_group_by() -> Vec<String> {

@@ -14,7 +14,7 @@ use yaml_rust2::scanner::Marker;
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Pos {
+pub(crate) struct Pos {
     pub line: usize,
     pub column: usize,
 }
@@ -32,12 +32,12 @@ impl Pos {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Positions(HashMap<String, Pos>);
+pub(crate) struct Positions(HashMap<String, Pos>);
 
 impl Positions {
     /// Indexes `text`. Text that serde_norway accepted but yaml-rust2 does not
     /// yields a partial index; lookups then fall back to an ancestor or 1:1.
-    pub(super) fn index(text: &str) -> Positions {
+    pub(crate) fn index(text: &str) -> Positions {
         let mut walker = Walker::default();
         // A parse error only truncates the index; see above.
         let _ = Parser::new_from_str(text).load(&mut walker, false);
@@ -46,7 +46,7 @@ impl Positions {
 
     /// The position of the value at `path`, else of its nearest indexed
     /// ancestor, else the start of the file.
-    pub(super) fn get(&self, path: &str) -> Pos {
+    pub(crate) fn get(&self, path: &str) -> Pos {
         let mut p = path;
         loop {
             if let Some(pos) = self.0.get(p) {

@@ -30,13 +30,15 @@
 //!
 //! Parts: `parse` (the file as written), `compile` (checks and builds),
 //! `locate` (positions for errors), `matcher`, `expr`, `template`,
-//! `incident`, `priority`, `maintenance`, `error`.
+//! `incident`, `inhibit` (`inhibits:`, Alertmanager-style inhibition),
+//! `priority`, `maintenance`, `error`.
 
 mod compile;
 mod error;
 mod expr;
 mod incident;
-mod locate;
+mod inhibit;
+pub(crate) mod locate;
 mod maintenance;
 mod matcher;
 mod parse;
@@ -57,41 +59,9 @@ use priority::PriorityMatrix;
 
 pub use error::{RuleError, RuleErrors};
 pub use incident::{IncidentSpec, RenderedFields, ResolveMode};
+pub use inhibit::Inhibit;
 pub use maintenance::MaintenanceHit;
 pub use priority::Level;
-
-/// Label matchers used outside rule files (heartbeats in the daemon config),
-/// in the rules' syntax: `alertname="Watchdog"`, `severity=~"none|info"`.
-#[derive(Debug, Default)]
-pub struct LabelMatchers(Vec<matcher::Matcher>);
-
-impl LabelMatchers {
-    /// Parses every matcher; the errors of all bad ones otherwise.
-    pub fn parse(texts: &[String]) -> Result<LabelMatchers, Vec<String>> {
-        let mut out = Vec::new();
-        let mut errors = Vec::new();
-        for t in texts {
-            match matcher::Matcher::parse(t) {
-                Ok(m) => out.push(m),
-                Err((_, e)) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(LabelMatchers(out))
-        } else {
-            Err(errors)
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// All hold (none: every label set).
-    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        matcher::all_match(&self.0, labels)
-    }
-}
 
 /// Compiled rules, maintenance windows and priority matrix. Immutable once
 /// loaded; share it behind an `Arc` (and swap the `Arc` to reload).
@@ -100,6 +70,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     windows: Vec<Window>,
     matrix: PriorityMatrix,
+    inhibits: Vec<Inhibit>,
 }
 
 #[derive(Debug)]
@@ -218,6 +189,53 @@ impl RuleSet {
     /// The priority (1..=5) of `impact` and `urgency` under this rule set's matrix.
     pub fn priority(&self, impact: Level, urgency: Level) -> u8 {
         self.matrix.get(impact, urgency)
+    }
+
+    /// Every inhibition (`inhibits:`), in rule order.
+    pub fn inhibits(&self) -> &[Inhibit] {
+        &self.inhibits
+    }
+
+    /// The incident settings of rule `name`, if it raises incidents.
+    pub fn incident_spec(&self, name: &str) -> Option<Arc<IncidentSpec>> {
+        self.rules.iter().find_map(|r| match &r.action {
+            Action::Incident(spec) if &*r.name == name => Some(spec.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Alertmanager-style label matchers, all of which must hold, for other parts
+/// of the daemon that select alerts the way rules do (the services file,
+/// heartbeats in the daemon config): `alertname="Watchdog"`, `severity=~"none|info"`.
+#[derive(Debug, Default)]
+pub struct LabelMatchers(Vec<Matcher>);
+
+impl LabelMatchers {
+    /// Parses every matcher; on failure, `(index, message)` for each bad one.
+    pub fn parse(raw: &[String]) -> Result<LabelMatchers, Vec<(usize, String)>> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            match Matcher::parse(text) {
+                Ok(m) => good.push(m),
+                Err((_, msg)) => bad.push((i, msg)),
+            }
+        }
+        if bad.is_empty() {
+            Ok(LabelMatchers(good))
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// True when every matcher holds (an empty list holds for every alert).
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        matcher::all_match(&self.0, labels)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

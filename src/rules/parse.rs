@@ -31,6 +31,8 @@ pub(super) struct RawRule {
     pub(super) cont: bool,
     pub(super) action: Option<RawAction>,
     pub(super) incident: Option<RawIncident>,
+    #[serde(default)]
+    pub(super) inhibits: Vec<super::inhibit::RawInhibit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -474,3 +474,40 @@ mod shipped {
         );
     }
 }
+
+#[test]
+fn bad_inhibit_blocks_and_major_conditions_have_their_own_codes() {
+    let errs = errors(&[(
+        "r.yaml",
+        "rules:\n  - name: a\n    match: [severity=critical]\n    inhibits:\n      - equal: [service, \"bad label\"]\n    incident: {title: t, impact: high, urgency: high, major: {priority: 9}}\n  - name: b\n    action: drop\n    inhibits:\n      - target_match: [severity=warning]\n  - name: c\n    inhibits:\n      - target_match: ['x=~\"(\"']\n",
+    )]);
+    let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.code, e.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("E015", 5),
+            ("E015", 5),
+            ("E017", 6),
+            ("E016", 9),
+            ("E005", 13)
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn an_inhibit_only_rule_takes_no_alerts_but_names_sources_of_any_rule() {
+    let rs = rules(
+        "rules:\n  - name: crit\n    match: [severity=critical]\n    inhibits:\n      - target_match: [severity=warning]\n        equal: [service]\n  - name: all\n    incident: {title: t, impact: low, urgency: low}\n",
+    );
+    assert_eq!(rs.len(), 1);
+    assert_eq!(fired(&rs, &[("severity", "critical")]), vec!["all"]);
+    let inh = &rs.inhibits()[0];
+    let crit = alert(&[("severity", "critical"), ("service", "api")]).labels;
+    let warn = alert(&[("severity", "warning"), ("service", "api")]).labels;
+    let other = alert(&[("severity", "warning"), ("service", "db")]).labels;
+    assert!(inh.is_source_of("all", &crit) && !inh.is_source_of("all", &warn));
+    assert!(inh.is_target(&warn) && !inh.is_target(&crit));
+    assert!(inh.same_equal(&crit, &warn) && !inh.same_equal(&crit, &other));
+    assert_eq!(inh.slot("src", &crit), inh.slot("src", &warn));
+}

@@ -15,7 +15,9 @@
 -- ARGV[13] what the incident adds to the counters: "OPEN:PRIORITY:FLAPPING"
 --          (OPEN "1" or "0"); kept in the incident hash as `gauge` so the next
 --          write can take the old contribution back
--- Returns 1 when written, 0 on a conflict.
+-- ARGV[14] number of extra slots; KEYS after the members' are those slots, and
+-- ARGV[15..] per extra slot: its expected id or "", then "1" to point it at the incident
+-- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
   return 0
@@ -25,7 +27,22 @@ if ARGV[5] == '1' then
   if slot ~= ARGV[6] then
     return 0
   end
+end
+local members = tonumber(ARGV[7])
+local extra = tonumber(ARGV[14] or '0')
+for i = 0, extra - 1 do
+  local slot = redis.call('GET', KEYS[7 + 2 * members + i]) or ''
+  if slot ~= ARGV[15 + 2 * i] then
+    return 0
+  end
+end
+if ARGV[5] == '1' then
   redis.call('SET', KEYS[2], ARGV[4])
+end
+for i = 0, extra - 1 do
+  if ARGV[16 + 2 * i] == '1' then
+    redis.call('SET', KEYS[7 + 2 * members + i], ARGV[4])
+  end
 end
 local old_gauge = redis.call('HGET', KEYS[1], 'gauge')
 if old_gauge ~= ARGV[13] then
@@ -48,7 +65,7 @@ if ARGV[12] ~= '' then
 else
   redis.call('PERSIST', KEYS[1])
 end
-for i = 0, tonumber(ARGV[7]) - 1 do
+for i = 0, members - 1 do
   local member, of_alert = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
   redis.call('SET', member, ARGV[4], 'PX', ARGV[8])
   redis.call('SADD', of_alert, ARGV[4])

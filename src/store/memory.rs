@@ -221,11 +221,22 @@ impl StateStore for MemoryStore {
         if stored != c.expected_version {
             return Ok(false);
         }
-        if let Some((key, expected)) = c.bind {
-            if inc.slots.get(key).map(String::as_str) != expected {
-                return Ok(false);
-            }
+        if let Some((key, expected)) = c.bind
+            && inc.slots.get(key).map(String::as_str) != expected
+        {
+            return Ok(false);
+        }
+        if c.slots
+            .iter()
+            .any(|s| inc.slots.get(s.key).map(String::as_str) != s.expected)
+        {
+            return Ok(false);
+        }
+        if let Some((key, _)) = c.bind {
             inc.slots.insert(key.to_string(), id.clone());
+        }
+        for s in c.slots.iter().filter(|s| s.set) {
+            inc.slots.insert(s.key.to_string(), id.clone());
         }
         for (rule, fp) in c.members {
             inc.members

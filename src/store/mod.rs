@@ -130,6 +130,20 @@ pub struct IncidentCommit<'a> {
     /// Append this change to the outbox (`created`, `updated`, ...), in the same
     /// atomic step.
     pub outbox_event: Option<&'a str>,
+    /// More correlation slots the write depends on (topology and inhibition
+    /// indexes): each must still hold what was read, and those with `set` are
+    /// pointed at the incident, all in the same atomic step.
+    pub slots: &'a [SlotCheck<'a>],
+}
+
+/// A correlation slot an [`IncidentCommit`] checks (and maybe takes over).
+#[derive(Debug, Clone)]
+pub struct SlotCheck<'a> {
+    pub key: &'a str,
+    /// The id read from the slot (`None`: it was empty).
+    pub expected: Option<&'a str>,
+    /// Point the slot at the committed incident.
+    pub set: bool,
 }
 
 /// What recording one alert did.

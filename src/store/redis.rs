@@ -519,6 +519,9 @@ impl StateStore for RedisStore {
                 .key(self.inc_key(&format!("member:{rule}|{fp}")))
                 .key(self.inc_key(&format!("of-alert:{fp}")));
         }
+        for slot in c.slots {
+            invocation.key(self.inc_key(&format!("slot:{}", slot.key)));
+        }
         invocation
             .arg(c.expected_version)
             .arg(inc.version)
@@ -543,7 +546,13 @@ impl StateStore for RedisStore {
             .arg({
                 let (open, priority, flapping) = OpenGauges::contribution(inc);
                 format!("{}:{priority}:{flapping}", u8::from(open))
-            });
+            })
+            .arg(c.slots.len());
+        for slot in c.slots {
+            invocation
+                .arg(slot.expected.unwrap_or(""))
+                .arg(if slot.set { "1" } else { "0" });
+        }
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
         let written: i64 = invocation

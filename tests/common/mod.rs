@@ -259,6 +259,7 @@ pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
         closed_by: None,
         related: Vec::new(),
         route: vec!["genie".into()],
+        topology: Default::default(),
         alerts: Vec::new(),
         timeline: vec![TimelineEntry {
             at: chrono::Utc.with_ymd_and_hms(2025, 6, 1, 10, 5, 0).unwrap(),
