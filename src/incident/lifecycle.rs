@@ -184,17 +184,7 @@ fn create(
         related: Vec::new(),
         route: spec.route.clone(),
         topology: Default::default(),
-        alerts: vec![IncidentAlert {
-            fingerprint: alert.fingerprint.clone(),
-            labels: alert.labels.clone(),
-            annotations: alert.annotations.clone(),
-            status: alert.status,
-            joined_at: now,
-            status_changed_at: now,
-            flapping: false,
-            changes: vec![now],
-            role: None,
-        }],
+        alerts: vec![IncidentAlert::new(alert, now, None)],
         timeline: Vec::new(),
         timeline_dropped: 0,
         last_activity: now,
@@ -221,17 +211,7 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         return member_status(inc, alert, now);
     }
     inc.last_activity = now;
-    inc.alerts.push(IncidentAlert {
-        fingerprint: alert.fingerprint.clone(),
-        labels: alert.labels.clone(),
-        annotations: alert.annotations.clone(),
-        status: alert.status,
-        joined_at: now,
-        status_changed_at: now,
-        flapping: false,
-        changes: vec![now],
-        role: None,
-    });
+    inc.alerts.push(IncidentAlert::new(alert, now, None));
     inc.alert_count = inc.counted_alerts();
     let fields = spec.render(alert, inc.alert_count);
     if let Some(ci) = fields.configuration_item

@@ -97,6 +97,29 @@ pub struct IncidentAlert {
     pub role: Option<crate::topology::AlertRole>,
 }
 
+impl IncidentAlert {
+    /// `alert` as it joins an incident at `now`, in `role` (topology,
+    /// inhibition) or none.
+    pub fn new(
+        alert: &crate::alert::Alert,
+        now: DateTime<Utc>,
+        role: Option<crate::topology::AlertRole>,
+    ) -> Self {
+        IncidentAlert {
+            fingerprint: alert.fingerprint.clone(),
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            status: alert.status,
+            joined_at: now,
+            status_changed_at: now,
+            flapping: false,
+            // Joining is its first status change, for flap detection.
+            changes: vec![now],
+            role,
+        }
+    }
+}
+
 /// One change of an incident, with its cause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {

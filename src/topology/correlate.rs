@@ -88,17 +88,7 @@ fn attach(
     if inc.alert(&alert.fingerprint).is_some() {
         return inc;
     }
-    inc.alerts.push(IncidentAlert {
-        fingerprint: alert.fingerprint.clone(),
-        labels: alert.labels.clone(),
-        annotations: alert.annotations.clone(),
-        status: alert.status,
-        joined_at: now,
-        status_changed_at: now,
-        flapping: false,
-        changes: vec![now],
-        role,
-    });
+    inc.alerts.push(IncidentAlert::new(alert, now, role));
     inc.alert_count = inc.counted_alerts();
     // A symptom does not keep the incident's window open: it is not news.
     if role != Some(AlertRole::Symptom) {
