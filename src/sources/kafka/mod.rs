@@ -344,6 +344,12 @@ impl KafkaSource {
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         let now = Utc::now();
+        tracing::debug!(
+            messages = batch.len(),
+            first = ?batch.first().map(|m| (m.partition, m.offset)),
+            last = ?batch.last().map(|m| (m.partition, m.offset)),
+            "kafka: batch"
+        );
         // Per format, in arrival order (which keeps each partition's order).
         let mut groups: Vec<(Format, Vec<Alert>)> = Vec::new();
         let mut dead: Vec<DeadLetter<'_>> = Vec::new();
@@ -549,13 +555,33 @@ impl KafkaSource {
             if paused {
                 self.consumer.pause(&tpl)
             } else {
-                self.consumer.resume(&tpl)
+                self.consumer.resume(&tpl)?;
+                self.seek_to_position()
             }
         });
         if let Err(e) = result {
             tracing::warn!(error = %e, paused, "kafka: cannot change the pause state");
         }
         self.metrics.kafka.paused.set(i64::from(paused));
+    }
+}
+
+impl KafkaSource {
+    /// Pausing discards what librdkafka had prefetched for the paused
+    /// partitions; rather than rely on where its fetcher resumes, fetching is
+    /// restarted right after the last message this source was handed, so
+    /// nothing between is skipped.
+    fn seek_to_position(&self) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for e in self.consumer.position()?.elements() {
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                tpl.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Offset(o))?;
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer.seek_partitions(tpl, Duration::ZERO)?;
+        }
+        Ok(())
     }
 }
 
