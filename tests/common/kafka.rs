@@ -20,6 +20,9 @@ pub fn producer(brokers: &str) -> FutureProducer {
         .set("bootstrap.servers", brokers)
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5")
+        // The mock cluster keeps a few MB per partition; compressed batches
+        // are stored as they are, so large runs fit.
+        .set("compression.codec", "lz4")
         .create()
         .expect("producer")
 }
