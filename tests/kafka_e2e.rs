@@ -140,7 +140,9 @@ async fn kill_halfway(a: &mut Running, killed: &mut bool, urls: [&str; 2], start
     }
 }
 
-/// Incidents by correlation key: (how many, their alerts in total).
+/// Incidents by correlation key: (how many, their alerts in total). An
+/// incident updated while the listing pages through the index can be listed
+/// twice, so incidents are counted by id.
 async fn incidents_by_key(store: &SharedStore) -> BTreeMap<String, (usize, usize)> {
     let incidents = store
         .list_incidents(&incidentd::incident::IncidentQuery {
@@ -152,7 +154,11 @@ async fn incidents_by_key(store: &SharedStore) -> BTreeMap<String, (usize, usize
         .await
         .unwrap_or_default();
     let mut per_key: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
     for i in &incidents {
+        if !seen.insert(i.id.clone()) {
+            continue;
+        }
         let e = per_key.entry(i.correlation_key.clone()).or_default();
         e.0 += 1;
         e.1 += i.alert_count;
@@ -182,9 +188,7 @@ async fn two_instances_in_one_group_store_every_alert_once_when_one_is_killed_ha
     let kafka = kafka_source(&brokers, &group, &alerts, &dlq, FAST_REBALANCE);
     let yaml = format!(
         // A generous response timeout: on a busy 2-core machine a store call
-        // can take seconds, and a call that times out after Redis ran it is
-        // retried with its batch; that retry has been seen to open a second
-        // incident for a key (an incident engine matter, webhooks alike).
+        // under this load can take seconds.
         "store:\n  url: {}\n  key_prefix: {}\n  response_timeout_ms: 15000\n{kafka}rules:\n  dir: {}\n",
         redis_url(),
         unique_prefix("scale"),
