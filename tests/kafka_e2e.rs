@@ -175,13 +175,24 @@ async fn two_instances_in_one_group_store_every_alert_once_when_one_is_killed_ha
     // session timeout the survivor is rebalanced but still handed only its own
     // share), so this check runs on librdkafka's mock cluster, which
     // implements group membership as Kafka does; the daemons are the real
-    // binary all the same, reaching it over TCP.
-    let mc = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    let brokers = mc.bootstrap_servers();
+    // binary all the same, reaching it over TCP. INCIDENTD_TEST_SCALE_ON_TANSU=1
+    // runs it on the suite's broker instead (to try a newer tansu).
     let alerts = topic("scale");
     let dlq = topic("scale-dlq");
-    mc.create_topic(&alerts, 3, 1).expect("topic");
-    mc.create_topic(&dlq, 1, 1).expect("topic");
+    let on_tansu = std::env::var("INCIDENTD_TEST_SCALE_ON_TANSU").is_ok_and(|v| v == "1");
+    let mock = (!on_tansu).then(|| rdkafka::mocking::MockCluster::new(1).expect("mock cluster"));
+    let brokers = match &mock {
+        Some(mc) => {
+            mc.create_topic(&alerts, 3, 1).expect("topic");
+            mc.create_topic(&dlq, 1, 1).expect("topic");
+            mc.bootstrap_servers()
+        }
+        None => {
+            let b = brokers();
+            create_topics(&b, &[(&alerts, 3), (&dlq, 1)]).await;
+            b
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let rules = rules_dir();
     let group = topic("scale-group");
