@@ -323,6 +323,16 @@ async fn poison_message_goes_to_dead_letter_topic_and_partition_continues() {
         .await,
         Some(6.0)
     );
+    // Lag comes from librdkafka's statistics (every 5 s): all committed, none left.
+    eventually(WAIT, "consumer lag 0 on alerts/0", || async {
+        metric(
+            &d,
+            "incidentd_kafka_consumer_lag{partition=\"0\",topic=\"alerts\"}",
+        )
+        .await
+            == Some(0.0)
+    })
+    .await;
     d.shutdown().await.unwrap();
 }
 

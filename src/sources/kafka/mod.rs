@@ -38,7 +38,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
@@ -598,13 +598,4 @@ pub fn source_label(format: Format) -> &'static str {
         Format::Grafana => "kafka_grafana",
         Format::Generic => "kafka_generic",
     }
-}
-
-/// Reads one header of a message as text (for tests and tools).
-pub fn header<'a>(headers: &'a impl Headers, key: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
 }
