@@ -163,6 +163,13 @@ impl Daemon {
             metrics: metrics.clone(),
         });
 
+        // Created before anything is bound or spawned, so a failure leaves nothing running.
+        let kafka = config
+            .kafka
+            .as_ref()
+            .map(|k| crate::sources::kafka::KafkaSource::new(k, ingestor.clone(), metrics.clone()))
+            .transpose()
+            .map_err(DaemonError::Kafka)?;
         let app = Router::new()
             .merge(crate::sources::webhook::routes(
                 &config.webhook,
@@ -219,13 +226,10 @@ impl Daemon {
             let reloader = reloader.clone();
             tokio::spawn(async move { reload_on_sighup(reloader).await })
         };
-        let mut sources = Vec::new();
-        if let Some(kafka) = &config.kafka {
-            sources.push(
-                crate::sources::kafka::spawn(kafka, ingestor, metrics.clone(), stop.subscribe())
-                    .map_err(DaemonError::Kafka)?,
-            );
-        }
+        let sources: Vec<JoinHandle<()>> = kafka
+            .into_iter()
+            .map(|k| tokio::spawn(k.run(stop.subscribe())))
+            .collect();
         let delivery = tokio::spawn(worker.clone().run());
         let poller = tokio::spawn(worker.clone().run_poller());
         tracing::info!(addr = %local_addr, store = store_kind(&config.store), rules = engine.rules().len(), "incidentd listening");

@@ -43,7 +43,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::alert::Alert;
@@ -204,20 +203,12 @@ pub struct KafkaSource {
     metrics: Arc<Metrics>,
 }
 
-/// Creates the consumer (subscribed) and the dead-letter producer and starts
-/// consuming. Returns once both clients exist; brokers are reached lazily, so
-/// the daemon starts while Kafka is down and catches up when it comes back.
-pub fn spawn(
-    settings: &KafkaSettings,
-    ingestor: Arc<Ingestor>,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
-    let source = KafkaSource::new(settings, ingestor, metrics)?;
-    Ok(tokio::spawn(source.run(stop)))
-}
-
 impl KafkaSource {
+    /// Creates the consumer (subscribed) and the dead-letter producer; [`run`]
+    /// consumes. Brokers are reached lazily, so the daemon starts while Kafka
+    /// is down and catches up when it comes back.
+    ///
+    /// [`run`]: KafkaSource::run
     pub fn new(
         settings: &KafkaSettings,
         ingestor: Arc<Ingestor>,
