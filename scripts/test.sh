@@ -2,9 +2,10 @@
 # The whole test suite, on a fresh Debian machine with Rust.
 #
 # Installs redis-server (with redis-cli, for a private Redis Cluster) and Request
-# Tracker 5 if they are missing (apt-get),
-# starts private ones on free loopback ports, runs every test against them, and
-# stops them again, whatever the outcome. Extra arguments go to `cargo test`.
+# Tracker 5 if they are missing (apt-get) and the tansu Kafka broker (cargo
+# install, once), starts private ones on free loopback ports, runs every test
+# against them, and stops them again, whatever the outcome. Extra arguments go
+# to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ apt_install() {
 }
 
 command -v redis-server >/dev/null || { echo "test.sh: installing redis-server"; apt_install redis-server; }
+# A real Kafka-protocol broker for tests/kafka_e2e.rs (in-memory storage).
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v tansu >/dev/null || { echo "test.sh: installing tansu (once)"; cargo install tansu --locked --features dynostore; }
 
 free_port() {
   local port
@@ -38,9 +42,14 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$w
   --logfile "$workdir/redis.log" &
 redis_pid=$!
 rt_work="$workdir/rt"
+kafka_port=$(free_port)
+tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+  --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+  --storage-engine memory://tansu/ >"$workdir/tansu.log" 2>&1 &
+tansu_pid=$!
 cleanup() {
-  kill "$redis_pid" 2>/dev/null || true
-  wait "$redis_pid" 2>/dev/null || true
+  kill "$redis_pid" "$tansu_pid" 2>/dev/null || true
+  wait "$redis_pid" "$tansu_pid" 2>/dev/null || true
   scripts/rt-server.sh stop "$rt_work" >/dev/null 2>&1 || true
   scripts/redis-cluster.sh stop "$workdir/cluster" >/dev/null 2>&1 || true
   rm -rf "$workdir"
@@ -61,6 +70,13 @@ INCIDENTD_TEST_REDIS_CLUSTER_URL=$(scripts/redis-cluster.sh start "$workdir/clus
   "$(free_port)" "$(free_port)" "$(free_port)")
 export INCIDENTD_TEST_REDIS_CLUSTER_URL
 echo "test.sh: Redis Cluster at $INCIDENTD_TEST_REDIS_CLUSTER_URL"
+
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "test.sh: tansu $(tansu --version 2>/dev/null | awk '{print $NF}') on 127.0.0.1:$kafka_port"
+export INCIDENTD_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
 
 # A real Request Tracker for the rt adapter's end-to-end tests.
 rt_port=$(free_port)

@@ -48,6 +48,8 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error("adapter: {0}")]
     Adapter(String),
+    #[error("{0}")]
+    Kafka(String),
 }
 
 /// Opens the store the settings name. Redis is connected lazily: the daemon
@@ -125,6 +127,8 @@ pub struct Daemon {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
+    /// Sources that drain on shutdown (the Kafka consumer commits and leaves its group).
+    sources: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -175,11 +179,18 @@ impl Daemon {
             metrics: metrics.clone(),
         });
 
+        // Created before anything is bound or spawned, so a failure leaves nothing running.
+        let kafka = config
+            .kafka
+            .as_ref()
+            .map(|k| crate::sources::kafka::KafkaSource::new(k, ingestor.clone(), metrics.clone()))
+            .transpose()
+            .map_err(DaemonError::Kafka)?;
         let app = Router::new()
             .merge(crate::sources::webhook::routes(
                 &config.webhook,
                 config.max_body_bytes,
-                ingestor,
+                ingestor.clone(),
                 metrics.clone(),
             ))
             .merge(crate::api::routes(crate::api::ApiState {
@@ -245,6 +256,10 @@ impl Daemon {
             let reloader = reloader.clone();
             tokio::spawn(async move { reload_on_sighup(reloader).await })
         };
+        let sources: Vec<JoinHandle<()>> = kafka
+            .into_iter()
+            .map(|k| tokio::spawn(k.run(stop.subscribe())))
+            .collect();
         let delivery = tokio::spawn(worker.clone().run());
         let poller = tokio::spawn(worker.clone().run_poller());
         tracing::info!(addr = %local_addr, store = store_kind(&config.store), rules = engine.rules().len(), "incidentd listening");
@@ -256,6 +271,7 @@ impl Daemon {
             stop,
             server,
             background: vec![maintenance, state_metrics, timers, sighup, delivery, poller],
+            sources,
             grace: config.shutdown_grace,
         })
     }
@@ -267,8 +283,19 @@ impl Daemon {
         for task in &self.background {
             task.abort();
         }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for mut source in self.sources {
+            // The Kafka source finishes its batch, commits and leaves its group.
+            if tokio::time::timeout_at(deadline, &mut source)
+                .await
+                .is_err()
+            {
+                tracing::warn!("grace period over; a source did not drain");
+                source.abort();
+            }
+        }
         let mut server = self.server;
-        match tokio::time::timeout(self.grace, &mut server).await {
+        match tokio::time::timeout_at(deadline, &mut server).await {
             Ok(Ok(result)) => result.map_err(DaemonError::Serve),
             Ok(Err(join)) => Err(DaemonError::Serve(std::io::Error::other(join))),
             Err(_) => {

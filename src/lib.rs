@@ -10,7 +10,7 @@
 //! - [`config`]: the config file, interpolated, parsed and validated before anything starts.
 //! - [`daemon`]: wires the components together, serves HTTP, runs timers, reloads rules,
 //!   shuts down gracefully.
-//! - [`sources`]: where alerts come in (the webhook endpoints).
+//! - [`sources`]: where alerts come in (the webhook endpoints, Kafka topics).
 //! - [`formats`]: payload shapes (Alertmanager, Grafana, generic JSON) decoded into [`alert::Alert`].
 //! - [`alert`]: the canonical alert and its fingerprint.
 //! - [`ingest`]: the path every decoded batch takes: rules, store, incidents.

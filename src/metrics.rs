@@ -39,6 +39,84 @@ pub struct Metrics {
     pub outbox_oldest_age: prometheus::Gauge,
     /// Open incidents, time to acknowledge/resolve, SLA breaches, flapping, heartbeats.
     pub incidents: crate::incident::metrics::IncidentMetrics,
+    /// The Kafka source and sink.
+    pub kafka: KafkaMetrics,
+}
+
+/// Kafka source and sink metrics.
+pub struct KafkaMetrics {
+    /// Messages taken from a topic, by topic.
+    pub consumed: IntCounterVec,
+    /// Messages not yet committed, per assigned partition (from librdkafka statistics).
+    pub consumer_lag: prometheus::IntGaugeVec,
+    /// Messages sent to the dead-letter topic, by reason.
+    pub dead_lettered: IntCounterVec,
+    /// Offset commits that failed.
+    pub commit_errors: IntCounter,
+    /// 1 while consumption is paused because the store is failing.
+    pub paused: IntGauge,
+    /// Incident changes produced by a `kafka` adapter, by adapter.
+    pub sink_produced: IntCounterVec,
+    /// Incident changes a `kafka` adapter failed to produce, by adapter.
+    pub sink_failed: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = KafkaMetrics {
+            consumed: IntCounterVec::new(
+                Opts::new(
+                    "incidentd_kafka_messages_consumed_total",
+                    "Kafka messages consumed, by topic.",
+                ),
+                &["topic"],
+            )?,
+            consumer_lag: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "incidentd_kafka_consumer_lag",
+                    "Messages between the committed offset and the end of the partition.",
+                ),
+                &["topic", "partition"],
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new(
+                    "incidentd_kafka_dead_lettered_total",
+                    "Kafka messages sent to the dead-letter topic, by reason.",
+                ),
+                &["reason"],
+            )?,
+            commit_errors: IntCounter::new(
+                "incidentd_kafka_commit_errors_total",
+                "Kafka offset commits that failed.",
+            )?,
+            paused: IntGauge::new(
+                "incidentd_kafka_consumer_paused",
+                "1 while Kafka consumption is paused because the state store is failing.",
+            )?,
+            sink_produced: IntCounterVec::new(
+                Opts::new(
+                    "incidentd_kafka_sink_produced_total",
+                    "Incident changes produced to Kafka, by adapter.",
+                ),
+                &["adapter"],
+            )?,
+            sink_failed: IntCounterVec::new(
+                Opts::new(
+                    "incidentd_kafka_sink_failed_total",
+                    "Incident changes that could not be produced to Kafka, by adapter.",
+                ),
+                &["adapter"],
+            )?,
+        };
+        registry.register(Box::new(m.consumed.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.dead_lettered.clone()))?;
+        registry.register(Box::new(m.commit_errors.clone()))?;
+        registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.sink_produced.clone()))?;
+        registry.register(Box::new(m.sink_failed.clone()))?;
+        Ok(m)
+    }
 }
 
 impl Metrics {
@@ -171,6 +249,7 @@ impl Metrics {
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         let incidents = crate::incident::metrics::IncidentMetrics::new(&registry)?;
+        let kafka = KafkaMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             alerts_received,
@@ -192,6 +271,7 @@ impl Metrics {
             outbox_depth,
             outbox_oldest_age,
             incidents,
+            kafka,
         })
     }
 

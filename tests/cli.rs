@@ -31,6 +31,10 @@ fn shipped_examples_pass_check() {
         ("OPSGENIE_API_KEY", "key"),
         ("WEBHOOK_URL", "https://hooks.example.com/incidentd"),
         ("WEBHOOK_SECRET", "secret"),
+        ("KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092"),
+        ("KAFKA_TOPICS", "alerts.eu1,alerts.us1"),
+        ("KAFKA_GROUP", "incidentd"),
+        ("KAFKA_DLQ_TOPIC", "incidentd.dead-letter"),
     ];
     for name in [
         "quickstart.yaml",
@@ -43,6 +47,7 @@ fn shipped_examples_pass_check() {
         "opsgenie.yaml",
         "webhook.yaml",
         "heartbeats.yaml",
+        "kafka.yaml",
     ] {
         let out = Command::new(BIN)
             .args(["check", "--config", &example(name)])

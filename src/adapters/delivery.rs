@@ -168,6 +168,11 @@ impl Target {
         })
     }
 
+    /// The daemon's metrics, for adapters that count more than the shared policy does.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Waits for a token of the adapter's rate limit.
     async fn take_token(&self) {
         loop {

@@ -15,6 +15,7 @@
 
 pub mod delivery;
 pub mod jira;
+pub mod kafka;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod rt;
@@ -139,6 +140,7 @@ pub enum AdapterConfig {
     Pagerduty(pagerduty::Config),
     Opsgenie(opsgenie::Config),
     Rt(rt::Config),
+    Kafka(kafka::Config),
 }
 
 /// One configured adapter, ready to deliver.
@@ -180,6 +182,7 @@ impl AdapterConfig {
             AdapterConfig::Pagerduty(c) => built!(c),
             AdapterConfig::Opsgenie(c) => built!(c),
             AdapterConfig::Rt(c) => built!(c),
+            AdapterConfig::Kafka(c) => built!(c),
         };
         delivery.validate(&format!("{key}.delivery"), p);
         Some(Built {

@@ -11,6 +11,21 @@
 //! Latency is send → 2xx. incidentd answers 2xx only after the alerts, the
 //! incident changes and their outbox entries are committed, so it bounds the
 //! alert → outbox-entry latency from above.
+//!
+//! With `--kafka-brokers` and `--kafka-topic` the same stream is produced to
+//! Kafka instead, one Alertmanager webhook payload (`--batch` alerts) per
+//! message, for an incidentd consuming that topic (`--url` is then only its
+//! REST API). A Kafka producer's acknowledgement says nothing about incidentd,
+//! so:
+//!
+//! - latency is produce → alert persisted: every `--probe-every-ms` a probe
+//!   alert with its own fingerprint is produced, and `GET
+//!   /api/v1/alerts/{fingerprint}` is polled (every 2 ms) until it answers
+//!   200; the probes' percentiles are the latency (polling adds up to ~2 ms);
+//! - throughput is alerts persisted per second: after the run a probe is
+//!   produced to every partition, and the clock stops when all of them are
+//!   persisted (each partition is consumed in order, so everything produced
+//!   before is persisted too). `alerts_per_s` is alerts produced / that time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +86,15 @@ struct Args {
     json: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Produce to Kafka instead of POSTing: the brokers (host:port,...).
+    #[arg(long, requires = "kafka_topic")]
+    kafka_brokers: Option<String>,
+    /// The topic incidentd consumes as Alertmanager payloads.
+    #[arg(long, requires = "kafka_brokers")]
+    kafka_topic: Option<String>,
+    /// Kafka mode: how often a latency probe is produced.
+    #[arg(long, default_value_t = 200)]
+    probe_every_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -81,6 +105,9 @@ struct Report {
     alerts_per_s: f64,
     requests: u64,
     errors: u64,
+    /// What `latency_ms` measures: `send_to_2xx` (HTTP) or
+    /// `produce_to_persisted` (Kafka probes).
+    latency: &'static str,
     latency_ms: Percentiles,
     rss_kib: Vec<u64>,
 }
@@ -193,6 +220,98 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// Kafka mode: the producer and where probes are read back.
+struct KafkaTarget {
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+    api: String,
+    client: reqwest::Client,
+}
+
+impl KafkaTarget {
+    async fn send(&self, payload: &Value, partition: Option<i32>) -> bool {
+        let Ok(bytes) = serde_json::to_vec(payload) else {
+            return false;
+        };
+        let mut record =
+            rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.topic).payload(&bytes);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .is_ok()
+    }
+
+    /// Produces probe `id` (to `partition`, or where the partitioner puts
+    /// it) and waits until incidentd has it; the time that took.
+    async fn probe(&self, id: &str, partition: Option<i32>, starts: &str) -> Option<Duration> {
+        let fp = format!("loadprobe-{id}");
+        let payload = json!({
+            "version": "4", "status": "firing", "receiver": "load",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "LoadProbe", "probe": id},
+                "annotations": {}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": fp,
+            }],
+        });
+        let t = Instant::now();
+        if !self.send(&payload, partition).await {
+            return None;
+        }
+        let url = format!("{}/api/v1/alerts/{fp}", self.api);
+        let give_up = t + Duration::from_secs(120);
+        while Instant::now() < give_up {
+            if self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Some(t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+}
+
+fn kafka_target(args: &Args, client: &reqwest::Client) -> Result<Option<Arc<KafkaTarget>>, String> {
+    let (Some(brokers), Some(topic)) = (&args.kafka_brokers, &args.kafka_topic) else {
+        return Ok(None);
+    };
+    if args.kind != Kind::Incidentd {
+        return Err("--kafka-brokers drives incidentd only".into());
+    }
+    let producer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(|e| format!("kafka producer: {e}"))?;
+    Ok(Some(Arc::new(KafkaTarget {
+        producer,
+        topic: topic.clone(),
+        api: args.url.trim_end_matches('/').to_string(),
+        client: client.clone(),
+    })))
+}
+
+/// The topic's partition count, from the broker's metadata.
+fn partitions(k: &KafkaTarget) -> i32 {
+    use rdkafka::producer::Producer;
+    k.producer
+        .client()
+        .fetch_metadata(Some(&k.topic), Duration::from_secs(10))
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+        .unwrap_or(1)
+        .max(1)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -213,6 +332,13 @@ async fn main() -> std::process::ExitCode {
             args.url.trim_end_matches('/')
         ),
         Kind::Alertmanager => format!("{}/api/v2/alerts", args.url.trim_end_matches('/')),
+    };
+    let kafka = match kafka_target(&args, &client) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
     let stream = Arc::new(Mutex::new(Stream {
         rng: fastrand::Rng::with_seed(args.seed),
@@ -261,7 +387,7 @@ async fn main() -> std::process::ExitCode {
             slot.clone(),
             last_storm.clone(),
         );
-        let (args, starts) = (args.clone(), starts.clone());
+        let (args, starts, kafka) = (args.clone(), starts.clone(), kafka.clone());
         workers.push(tokio::spawn(async move {
             loop {
                 let now = Instant::now();
@@ -294,17 +420,23 @@ async fn main() -> std::process::ExitCode {
                 for chunk in alerts.chunks(args.batch.max(1)) {
                     let payload = body(args.kind, chunk, &starts, &now_s);
                     let t = Instant::now();
-                    let ok = client
-                        .post(&url)
-                        .json(&payload)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
+                    let ok = match &kafka {
+                        Some(k) => k.send(&payload, None).await,
+                        None => client
+                            .post(&url)
+                            .json(&payload)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                    };
                     let us = t.elapsed().as_micros() as u64;
                     requests.fetch_add(1, Ordering::Relaxed);
                     if ok {
                         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        latencies.lock().await.push(us);
+                        // Kafka mode: the probes measure latency instead.
+                        if kafka.is_none() {
+                            latencies.lock().await.push(us);
+                        }
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -312,8 +444,45 @@ async fn main() -> std::process::ExitCode {
             }
         }));
     }
+    let prober = kafka.clone().map(|k| {
+        let (latencies, starts, every) = (
+            latencies.clone(),
+            starts.clone(),
+            Duration::from_millis(args.probe_every_ms.max(1)),
+        );
+        let run = format!("{}-{}", args.seed, std::process::id());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let t = Instant::now();
+                if let Some(d) = k.probe(&format!("{run}-{n}"), None, &starts).await {
+                    latencies.lock().await.push(d.as_micros() as u64);
+                }
+                tokio::time::sleep(every.saturating_sub(t.elapsed())).await;
+            }
+        })
+    });
     for w in workers {
         let _ = w.await;
+    }
+    if let Some(p) = prober {
+        let _ = p.await;
+    }
+    if let Some(k) = &kafka {
+        // Drained: a probe behind everything else on every partition.
+        let run = format!("{}-{}-end", args.seed, std::process::id());
+        let ends: Vec<_> = (0..partitions(k))
+            .map(|p| {
+                let (k, id, starts) = (k.clone(), format!("{run}-{p}"), starts.clone());
+                tokio::spawn(async move { k.probe(&id, Some(p), &starts).await })
+            })
+            .collect();
+        for e in ends {
+            if !matches!(e.await, Ok(Some(_))) {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     if let Some(s) = sampler {
         s.abort();
@@ -329,6 +498,11 @@ async fn main() -> std::process::ExitCode {
         alerts_per_s: alerts_sent as f64 / elapsed,
         requests: requests.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
+        latency: if kafka.is_some() {
+            "produce_to_persisted"
+        } else {
+            "send_to_2xx"
+        },
         latency_ms: Percentiles {
             p50: percentile(&lat, 0.50),
             p99: percentile(&lat, 0.99),

@@ -151,6 +151,8 @@ impl Default for StoreConfig {
 pub struct SourcesConfig {
     #[serde(default)]
     pub webhook: WebhookConfig,
+    #[serde(default)]
+    pub kafka: Option<crate::sources::kafka::KafkaConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +217,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub store: StoreSettings,
     pub webhook: WebhookSettings,
+    /// The Kafka source, when configured.
+    pub kafka: Option<crate::sources::kafka::KafkaSettings>,
     pub rules_dir: Option<PathBuf>,
     pub rules_tests_dir: Option<PathBuf>,
     pub require_rule_tests: bool,
@@ -489,6 +493,12 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         }
     }
 
+    let kafka = raw
+        .sources
+        .kafka
+        .as_ref()
+        .and_then(|k| k.validate("sources.kafka", p));
+
     let rules_dir = raw.rules.dir.map(|d| base_dir.join(d));
     if let Some(dir) = &rules_dir
         && !dir.is_dir()
@@ -576,6 +586,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
         shutdown_grace: Duration::from_millis(raw.http.shutdown_grace_ms),
         store,
         webhook,
+        kafka,
         rules_dir,
         rules_tests_dir,
         require_rule_tests: raw.rules.require_tests,

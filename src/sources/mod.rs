@@ -3,5 +3,7 @@
 //! component) and its tests in `tests/`.
 //!
 //! - [`webhook`]: HTTP endpoints for Alertmanager, Grafana and generic JSON.
+//! - [`kafka`]: topics of the same payloads, consumed as a consumer group.
 
+pub mod kafka;
 pub mod webhook;
