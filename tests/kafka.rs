@@ -516,3 +516,53 @@ fn bad_kafka_config_makes_check_exit_64() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.yaml:5"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_kafka_topic_opens_a_pipeline_incident_that_resolves_when_messages_return() {
+    let mc = cluster(&[("alerts", 1), ("dlq", 1)]);
+    let brokers = mc.bootstrap_servers();
+    let rules = rules_dir();
+    let p = producer(&brokers);
+    let source = kafka_source(&brokers, "g-heartbeat", "alerts", "dlq", "");
+    let cfg = format!(
+        "{}heartbeats:\n  - name: kafka-alerts\n    source: {{kind: kafka, name: alerts}}\n    interval_s: 2\n",
+        config(
+            &redis_url(),
+            &unique_prefix("kafka-heartbeat"),
+            &source,
+            &rules
+        )
+    );
+    let d = start_daemon(&cfg).await;
+    let heartbeat_incident = |d: &incidentd::daemon::Daemon| {
+        let url = format!("{}/api/v1/incidents", base(d));
+        async move {
+            get_json(url).await["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["rule"] == "heartbeat:kafka-alerts")
+                .cloned()
+        }
+    };
+    produce(&p, "alerts", Some(0), "k", &one_alert("Beat0", "h1")).await;
+    eventually(WAIT, "the first message stored", || async {
+        alert_count(&d).await == 1
+    })
+    .await;
+    // Nothing more arrives: past the interval the topic is silent.
+    eventually(WAIT, "a pipeline-silent incident", || async {
+        heartbeat_incident(&d)
+            .await
+            .is_some_and(|i| i["state"] != "resolved")
+    })
+    .await;
+    produce(&p, "alerts", Some(0), "k", &one_alert("Beat1", "h1")).await;
+    eventually(WAIT, "the pipeline incident resolved", || async {
+        heartbeat_incident(&d)
+            .await
+            .is_some_and(|i| i["state"] == "resolved")
+    })
+    .await;
+    d.shutdown().await.unwrap();
+}
