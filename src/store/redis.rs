@@ -566,6 +566,9 @@ impl StateStore for RedisStore {
         let mut conn = self.conn.clone();
         let index = self.inc_key("incidents");
         let mut out = Vec::new();
+        // An incident updated while the listing pages moves to the front of
+        // the index and could be read again on a later page.
+        let mut seen = std::collections::HashSet::new();
         let mut start: isize = 0;
         while out.len() < query.limit {
             let ids: Vec<String> = conn
@@ -579,7 +582,13 @@ impl StateStore for RedisStore {
             let mut gone = Vec::new();
             for (id, inc) in ids.iter().zip(self.load_incidents(&ids).await?) {
                 match inc {
-                    Some(inc) if query.matches(&inc) && out.len() < query.limit => out.push(inc),
+                    Some(inc)
+                        if query.matches(&inc)
+                            && out.len() < query.limit
+                            && seen.insert(inc.id.clone()) =>
+                    {
+                        out.push(inc)
+                    }
                     Some(_) => {}
                     None => gone.push(id.clone()),
                 }
