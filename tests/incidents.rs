@@ -33,24 +33,16 @@ fn am_alert(name: &str, service: &str, instance: &str, status: &str) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn storm_posted_to_two_instances_on_one_redis_opens_one_incident_per_key() {
-    let cfg = format!(
-        "{}{RULES}",
-        redis_config(&redis_url(), &unique_prefix("storm"))
-    );
-    let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);
-    // 30 instances of one service, each alert posted to both daemons at once,
-    // as an Alertmanager HA pair does.
+/// Posts every body to both daemons, all requests in flight at once (as an
+/// Alertmanager HA pair sends), and expects each to be accepted.
+async fn post_to_both_at_once(
+    a: &incidentd::daemon::Daemon,
+    b: &incidentd::daemon::Daemon,
+    bodies: Vec<String>,
+) {
     let mut posts = Vec::new();
-    for i in 0..30 {
-        let body = am_alert(
-            "TargetDown",
-            "checkout-api",
-            &format!("10.0.0.{i}:8080"),
-            "firing",
-        );
-        for d in [&a, &b] {
+    for body in bodies {
+        for d in [a, b] {
             let (url, body) = (format!("{}{AM}", base(d)), body.clone());
             posts.push(tokio::spawn(async move {
                 client()
@@ -68,6 +60,28 @@ async fn storm_posted_to_two_instances_on_one_redis_opens_one_incident_per_key()
     for p in posts {
         assert_eq!(p.await.unwrap(), 200);
     }
+}
+
+#[tokio::test]
+async fn storm_posted_to_two_instances_on_one_redis_opens_one_incident_per_key() {
+    let cfg = format!(
+        "{}{RULES}",
+        redis_config(&redis_url(), &unique_prefix("storm"))
+    );
+    let (a, b) = (start_daemon(&cfg).await, start_daemon(&cfg).await);
+    // 30 instances of one service, each alert posted to both daemons at once,
+    // as an Alertmanager HA pair does.
+    let bodies: Vec<String> = (0..30)
+        .map(|i| {
+            am_alert(
+                "TargetDown",
+                "checkout-api",
+                &format!("10.0.0.{i}:8080"),
+                "firing",
+            )
+        })
+        .collect();
+    post_to_both_at_once(&a, &b, bodies).await;
     // And the captured fixture, to both.
     for body in fixture_lines("alertmanager/am-0.25-webhook-v4.jsonl") {
         let (ra, rb) = tokio::join!(post_json(&a, AM, &body), post_json(&b, AM, &body));
@@ -526,10 +540,7 @@ async fn sla_breach_with_two_instances_on_one_redis_escalates_once() {
     let metrics_a = get_text(format!("http://127.0.0.1:{pa}/metrics")).await;
     let metrics_b = get_text(format!("http://127.0.0.1:{pb}/metrics")).await;
     let breaches = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("incidentd_sla_breaches_total{kind=\"response\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .map_or(0, |n| n.parse::<u64>().unwrap())
+        metric_value(m, "incidentd_sla_breaches_total{kind=\"response\"}").map_or(0, |n| n as u64)
     };
     assert_eq!(
         breaches(&metrics_a) + breaches(&metrics_b),
@@ -560,15 +571,11 @@ async fn a_flapping_alert_does_not_churn_resolve_and_reopen() {
     assert_eq!(inc["reopen_count"], 0);
     let metrics = get_text(format!("{}/metrics", base(&d))).await;
     let changes = |event: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "incidentd_incident_changes_total{{event=\"{event}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .map_or(0, |n| n.parse::<u64>().unwrap())
+        metric_value(
+            &metrics,
+            &format!("incidentd_incident_changes_total{{event=\"{event}\"}}"),
+        )
+        .map_or(0, |n| n as u64)
     };
     // The first resolve goes through; the flapping that follows neither
     // reopens nor resolves it again.
@@ -614,26 +621,7 @@ async fn topology_storm_posted_to_two_instances_on_one_redis_ends_in_one_inciden
         am_service_alert("PostgresDown", "postgres", "10.0.5.1:9187"),
     );
     bodies.push(am_service_alert("TargetDown", "frontend", "10.0.1.1:80"));
-    let mut posts = Vec::new();
-    for body in bodies {
-        for d in [&a, &b] {
-            let (url, body) = (format!("{}{AM}", base(d)), body.clone());
-            posts.push(tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
-    }
-    for p in posts {
-        assert_eq!(p.await.unwrap(), 200);
-    }
+    post_to_both_at_once(&a, &b, bodies).await;
     let all = incidents(&a, "?limit=100").await;
     let tickets: Vec<&Value> = all
         .iter()

@@ -36,11 +36,7 @@ fn config(redis: &str, prefix: &str, kafka: &str, rules: &tempfile::TempDir) -> 
 }
 
 async fn metric(d: &incidentd::daemon::Daemon, line_prefix: &str) -> Option<f64> {
-    let text = get_text(format!("{}/metrics", base(d))).await;
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    metric_value(&get_text(format!("{}/metrics", base(d))).await, line_prefix)
 }
 
 /// Alerts stored (0 while the store cannot be read, e.g. just after a restart).

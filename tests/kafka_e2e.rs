@@ -121,11 +121,11 @@ async fn received(base: &str) -> usize {
         return 0;
     };
     let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("incidentd_alerts_received_total{source=\"kafka_alertmanager\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as usize)
+    metric_value(
+        &text,
+        "incidentd_alerts_received_total{source=\"kafka_alertmanager\"}",
+    )
+    .map_or(0, |v| v as usize)
 }
 
 /// Kills `a` with SIGKILL once the two instances have taken half the alerts.

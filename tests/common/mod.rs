@@ -226,6 +226,19 @@ pub async fn post_json(d: &Daemon, path: &str, body: &str) -> reqwest::Response 
         .expect("post")
 }
 
+/// The value of the first line of a Prometheus text exposition that starts
+/// with `line_prefix` (a name, with its labels when it has some); `None` when
+/// there is no such line.
+pub fn metric_value(exposition: &str, line_prefix: &str) -> Option<f64> {
+    let line = exposition.lines().find(|l| l.starts_with(line_prefix))?;
+    let value = line.rsplit(' ').next().unwrap_or_default();
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("metrics line {line:?}: {e}")),
+    )
+}
+
 /// An incident as the adapters' contract tests start from: every field set,
 /// state new, one timeline entry. Each test file overrides what it checks.
 pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
