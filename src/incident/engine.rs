@@ -607,20 +607,21 @@ impl Engine {
         for kind in sla::new_breaches(before, after) {
             m.sla_breaches.with_label_values(&[kind]).inc();
         }
-        let flapping_before = before.map_or(0, |b| {
-            b.timeline
-                .iter()
-                .filter(|e| e.event == "flapping_started")
-                .count()
-        });
-        let flapping_after = after
+        // The timeline only grows at its end (dropping from its front past
+        // MAX_TIMELINE), so the entries this write added are its last ones:
+        // count those instead of the whole timeline twice, which also stays
+        // right once entries are dropped.
+        let appended = |i: &Incident| i.timeline_dropped + i.timeline.len() as u64;
+        let added = appended(after).saturating_sub(before.map_or(0, appended));
+        let started = after
             .timeline
             .iter()
+            .rev()
+            .take(usize::try_from(added).unwrap_or(usize::MAX))
             .filter(|e| e.event == "flapping_started")
             .count();
-        if flapping_after > flapping_before {
-            m.flapping_started
-                .inc_by((flapping_after - flapping_before) as u64);
+        if started > 0 {
+            m.flapping_started.inc_by(started as u64);
         }
     }
 
