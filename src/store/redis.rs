@@ -218,6 +218,27 @@ impl RedisStore {
         }
     }
 
+    /// Runs a pipeline of `script` invocations (EVALSHA). When Redis has lost
+    /// its script cache (a restart, `SCRIPT FLUSH`) every invocation failed,
+    /// so the script is loaded and the pipeline run once more; the other
+    /// commands in these pipelines are idempotent, so running them twice is
+    /// harmless.
+    async fn query_scripted<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        script: &Script,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        match pipe.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if is_noscript(&e) => {
+                self.load_script(script).await?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn load_script(&self, script: &Script) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         script
@@ -355,17 +376,8 @@ impl StateStore for RedisStore {
             return Ok(Vec::new());
         }
         let pipe = self.batch_pipeline(alerts, now)?;
-        let mut conn = self.conn.clone();
-        let raw: Vec<(String, u64, String, String)> = match pipe.query_async(&mut conn).await {
-            Ok(raw) => raw,
-            Err(e) if is_noscript(&e) => {
-                // Redis restarted (or SCRIPT FLUSH): nothing in this pipeline ran,
-                // since every EVALSHA failed, so running it again is safe.
-                self.load_script(&self.script).await?;
-                pipe.query_async(&mut conn).await.map_err(unavailable)?
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
+        let raw: Vec<(String, u64, String, String)> =
+            self.query_scripted(&pipe, &self.script).await?;
         if raw.len() != alerts.len() {
             return Err(StoreError::Corrupt(format!(
                 "{} results for {} alerts",
@@ -442,17 +454,7 @@ impl StateStore for RedisStore {
             pipe.invoke_script(self.explain.key(self.alert_key(fp)).arg(json))
                 .ignore();
         }
-        let mut conn = self.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_noscript(&e) => {
-                // Redis lost its script cache; writing an explanation twice is
-                // harmless, so the whole pipeline runs again.
-                self.load_script(&self.explain).await?;
-                pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.query_scripted(&pipe, &self.explain).await
     }
 
     async fn find_incidents(
