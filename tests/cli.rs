@@ -224,13 +224,14 @@ fn replay_explain_says_why_each_alert_went_where_it_went() {
     assert!(text.contains("rule catch-all"), "{text}");
 }
 
-/// `incidentd replay --json` of a fixture on the quick start's config.
-fn replay_json(fixture: &str) -> Vec<serde_json::Value> {
+/// `incidentd replay --config examples/CONFIG tests/fixtures/FIXTURE --json`,
+/// as JSON.
+fn replay_json(config: &str, fixture: &str) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .args([
             "replay",
             "--config",
-            &example("quickstart.yaml"),
+            &example(config),
             &manifest(&format!("tests/fixtures/{fixture}")),
             "--json",
         ])
@@ -255,7 +256,7 @@ fn events(inc: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn replay_of_an_alert_flapping_10_times_in_5_minutes_is_one_incident_without_churn() {
-    let incidents = replay_json("replay/flapping.jsonl");
+    let incidents = replay_json("quickstart.yaml", "replay/flapping.jsonl");
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
     let inc = &incidents[0];
     assert_eq!(inc["reopen_count"], 0);
@@ -281,7 +282,7 @@ fn replay_of_an_alert_flapping_10_times_in_5_minutes_is_one_incident_without_chu
 
 #[test]
 fn replay_of_an_unacknowledged_incident_records_its_sla_breach() {
-    let incidents = replay_json("replay/sla.jsonl");
+    let incidents = replay_json("quickstart.yaml", "replay/sla.jsonl");
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
     let inc = &incidents[0];
     // Priority 2 (respond within 1800s), raised by one on the breach.
@@ -297,7 +298,7 @@ fn replay_of_an_unacknowledged_incident_records_its_sla_breach() {
 
 #[test]
 fn replay_of_a_silent_watchdog_raises_monitoring_pipeline_silent_and_resolves_it() {
-    let incidents = replay_json("replay/heartbeat.jsonl");
+    let incidents = replay_json("quickstart.yaml", "replay/heartbeat.jsonl");
     assert_eq!(incidents.len(), 2, "{incidents:#?}");
     let silent = incidents
         .iter()
@@ -453,26 +454,6 @@ fn sighup_reloads_rules() {
     child.kill();
 }
 
-/// `incidentd replay --config examples/topology.yaml FIXTURE --json`, as JSON.
-fn replay_topology(fixture: &str) -> Vec<serde_json::Value> {
-    let out = Command::new(BIN)
-        .args([
-            "replay",
-            "--config",
-            &example("topology.yaml"),
-            &manifest(&format!("tests/fixtures/topology/{fixture}")),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The incidents not merged into another one.
 fn open_tickets(incidents: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     incidents
@@ -490,7 +471,7 @@ fn affected(inc: &serde_json::Value) -> Vec<&str> {
 
 #[test]
 fn replay_of_postgres_then_its_dependents_is_one_incident_with_postgres_as_root_cause() {
-    let incidents = replay_topology("postgres-then-checkout.jsonl");
+    let incidents = replay_json("topology.yaml", "topology/postgres-then-checkout.jsonl");
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
     let inc = &incidents[0];
     assert_eq!(inc["root_cause"], "postgres");
@@ -509,7 +490,7 @@ fn replay_of_postgres_then_its_dependents_is_one_incident_with_postgres_as_root_
 
 #[test]
 fn replay_of_dependents_then_postgres_merges_them_into_the_postgres_incident() {
-    let incidents = replay_topology("checkout-then-postgres.jsonl");
+    let incidents = replay_json("topology.yaml", "topology/checkout-then-postgres.jsonl");
     let tickets = open_tickets(&incidents);
     assert_eq!(tickets.len(), 1, "{incidents:#?}");
     let cause = tickets[0];
@@ -541,7 +522,7 @@ fn replay_of_dependents_then_postgres_merges_them_into_the_postgres_incident() {
 
 #[test]
 fn replay_of_a_mixed_storm_opens_one_incident_per_cause() {
-    let incidents = replay_topology("chain-storm.jsonl");
+    let incidents = replay_json("topology.yaml", "topology/chain-storm.jsonl");
     let tickets = open_tickets(&incidents);
     assert_eq!(tickets.len(), 3, "{incidents:#?}");
     let by_root = |root: &str| {
