@@ -15,7 +15,7 @@ mod common;
 mod ks;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -363,68 +363,6 @@ async fn poison_message_in_the_middle_of_a_partition_is_dead_lettered_and_the_re
     d.shutdown().await.unwrap();
 }
 
-/// A redis-server that keeps its data across a restart (append-only file,
-/// fsync on every write), as a production Redis does.
-struct DurableRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl DurableRedis {
-    fn start(dir: &Path) -> Self {
-        let mut r = DurableRedis {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_for_30_seconds_during_consumption_loses_nothing_and_consumption_resumes() {
     let brokers = brokers();
@@ -432,7 +370,7 @@ async fn redis_down_for_30_seconds_during_consumption_loses_nothing_and_consumpt
     let dlq = topic("outage-dlq");
     create_topics(&brokers, &[(&alerts, 3), (&dlq, 1)]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = DurableRedis::start(dir.path());
+    let mut redis = RedisServer::start_durable(dir.path());
     let rules = rules_dir();
     let kafka = kafka_source(&brokers, &topic("outage-group"), &alerts, &dlq, "");
     let yaml = daemon_config(

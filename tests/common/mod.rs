@@ -68,13 +68,27 @@ pub fn free_port() -> u16 {
 /// A private `redis-server` this test can stop and start again on the same port.
 pub struct RedisServer {
     pub port: u16,
+    /// Where a durable server keeps its append-only file; `None`: in memory
+    /// only, so a restart starts empty.
+    durable_dir: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::started(None)
+    }
+
+    /// One that keeps its data across a restart (append-only file, fsync on
+    /// every write), as a production Redis does.
+    pub fn start_durable(dir: &Path) -> Self {
+        Self::started(Some(dir.to_path_buf()))
+    }
+
+    fn started(durable_dir: Option<PathBuf>) -> Self {
         let mut s = RedisServer {
             port: free_port(),
+            durable_dir,
             child: None,
         };
         s.restart();
@@ -87,17 +101,22 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(bin)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.durable_dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
