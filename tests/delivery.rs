@@ -426,3 +426,82 @@ async fn a_single_change_outlasting_retries_and_reclaims_is_still_delivered() {
     }
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledged_together() {
+    use incidentd::store::{IncidentCommit, SharedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    // No reclaim during the test: every entry must be acknowledged by the pass
+    // that covered it, none left pending for a later claim.
+    let yaml =
+        config(dir.path(), "", &hook).replace("reclaim_after_ms: 300", "reclaim_after_ms: 600000");
+    let overrides = incidentd::config::Overrides {
+        listen: None,
+        store: None,
+    };
+    let cfg = incidentd::config::parse(&dir.path().join("c.yaml"), &yaml, &overrides, |_| None)
+        .unwrap_or_else(|e| panic!("test config: {e}"));
+    let metrics = Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
+    let store: SharedStore = Arc::new(incidentd::store::memory::MemoryStore::new(
+        Duration::from_secs(3600),
+    ));
+    let engine = Arc::new(incidentd::incident::engine::Engine::new(
+        store.clone(),
+        Arc::new(incidentd::rules::RuleSet::empty()),
+        metrics.clone(),
+    ));
+
+    // Five changes to one incident, each with its outbox entry, all written
+    // before the worker starts: its first read holds all five.
+    let mut inc = sample_incident("storm");
+    inc.route = vec!["hook".into()];
+    for version in 1..=5 {
+        inc.version = version;
+        inc.alert_count = version as usize;
+        let commit = IncidentCommit {
+            incident: &inc,
+            expected_version: version - 1,
+            bind: None,
+            members: &[],
+            due: None,
+            outbox_event: Some(if version == 1 { "created" } else { "updated" }),
+            slots: &[],
+        };
+        assert!(store.commit_incident(&commit).await.unwrap());
+    }
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 5);
+
+    let worker = incidentd::outbox::worker::Worker::new(
+        store.clone(),
+        engine,
+        &cfg.adapters,
+        metrics.clone(),
+        cfg.delivery.clone(),
+    )
+    .unwrap();
+    let run = tokio::spawn(Arc::new(worker).run());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let depth = store.outbox_stats().await.unwrap().depth;
+        if depth == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{depth} entries still pending after the delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One ticket, created from the latest version, by one pass over the route.
+    assert_eq!(events_for(&got, "storm"), ["created"]);
+    assert_eq!(got.lock().unwrap().got[0].1["incident"]["version"], 5);
+    assert_eq!(
+        metrics
+            .deliveries
+            .with_label_values(&["hook", "delivered"])
+            .get(),
+        1
+    );
+    run.abort();
+}

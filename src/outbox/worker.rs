@@ -1,5 +1,9 @@
 //! The delivery worker: reads the outbox and brings each routed adapter's
-//! ticket in line with the incident, then acknowledges the entry.
+//! ticket in line with the incident, then acknowledges the entries.
+//!
+//! Entries of one read are grouped by incident, so an incident changed many
+//! times in a row (an alert storm) is read and synced once for all of them,
+//! and finished entries are acknowledged together rather than one by one.
 //!
 //! Per (incident, adapter), a sync is: find-or-create the ticket, update its
 //! fields and add the new timeline entries as notes, move it to the incident's
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sha2::Digest;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::{DeadLetter, OutboxEntry, SyncState};
 use crate::adapters::{Built, DeliveryError, ExternalRef, Target, TicketState};
@@ -87,9 +91,7 @@ pub struct Worker {
     consumer: String,
     metrics: Arc<Metrics>,
     config: WorkerConfig,
-    /// Incidents this process is syncing now: a second entry for one of them
-    /// is covered by the running sync, which re-reads before it finishes.
-    /// Incidents this process is syncing now, and whether another entry for
+    /// Incidents this process is syncing now, and whether more entries for
     /// one arrived meanwhile (then its sync goes round once more).
     in_flight: Mutex<HashMap<String, bool>>,
     /// Route names already warned about (not configured), to warn once each.
@@ -125,6 +127,12 @@ impl Worker {
     /// not acknowledged, so they are delivered again (harmlessly) later.
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        // Finished tasks hand their entry ids to one acknowledger. It ends once
+        // every sender is gone (this loop and the tasks it spawned), so it lives
+        // exactly as long as something may still finish. Unbounded because
+        // each task sends once and each ack call takes all that is queued.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        tokio::spawn(acknowledge(self.store.clone(), done_rx));
         let reclaim_after = Duration::from_millis(self.config.reclaim_after_ms);
         let mut last_reclaim: Option<Instant> = None;
         loop {
@@ -152,20 +160,20 @@ impl Worker {
                 }
                 self.update_depth().await;
             }
-            for entry in entries {
+            // One task per incident, not per entry: a sync brings the ticket to
+            // the incident's latest state, so one pass covers every entry read.
+            for (incident_id, entry_ids) in by_incident(entries) {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let worker = self.clone();
+                let done_tx = done_tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if worker.handle(&entry).await
-                        && let Err(e) = worker
-                            .store
-                            .outbox_ack(std::slice::from_ref(&entry.entry_id))
-                            .await
-                    {
-                        tracing::warn!(error = %e, "outbox ack failed; the entry will be delivered again");
+                    if worker.handle(&incident_id).await {
+                        // Fails only once the acknowledger is gone (the runtime is
+                        // shutting down): the entries are then delivered again.
+                        let _ = done_tx.send(entry_ids);
                     }
                 });
             }
@@ -182,22 +190,22 @@ impl Worker {
         }
     }
 
-    /// Delivers one entry to every adapter on its incident's route; `true` when
-    /// the entry is done with (delivered, or dead-lettered).
-    pub async fn handle(&self, entry: &OutboxEntry) -> bool {
-        let id = &entry.incident_id;
+    /// Delivers incident `id` to every adapter on its route; `true` when the
+    /// entries for it written before this call are done with (delivered, or
+    /// dead-lettered): the pass that decided it started after they were written.
+    pub async fn handle(&self, id: &str) -> bool {
         {
             let Ok(mut running) = self.in_flight.lock() else {
                 return false;
             };
             if let Some(dirty) = running.get_mut(id) {
-                // The sync running here goes round once more for this entry, and
-                // the entry stays pending until a later pass finds nothing to
-                // do: if that sync fails, the entry must not be gone.
+                // The sync running here goes round once more for these entries,
+                // and they stay pending until a later pass finds nothing to do:
+                // if that sync fails, the entries must not be gone.
                 *dirty = true;
                 return false;
             }
-            running.insert(id.clone(), false);
+            running.insert(id.to_string(), false);
         }
         loop {
             let done = self.deliver(id).await;
@@ -508,6 +516,40 @@ impl Worker {
             if let Err(e) = self.poll_remote().await {
                 tracing::warn!(error = %e, "ticket read-back failed; will retry");
             }
+        }
+    }
+}
+
+/// The entry ids of one read per incident, incidents in the order they first
+/// appear (entries of one incident stay in read order).
+fn by_incident(entries: Vec<OutboxEntry>) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        match index
+            .get(&entry.incident_id)
+            .and_then(|&i| groups.get_mut(i))
+        {
+            Some((_, ids)) => ids.push(entry.entry_id),
+            None => {
+                index.insert(entry.incident_id.clone(), groups.len());
+                groups.push((entry.incident_id, vec![entry.entry_id]));
+            }
+        }
+    }
+    groups
+}
+
+/// Acknowledges what the delivery tasks finished, in as few calls as it can:
+/// everything that finished while the previous call was under way goes in the
+/// next one, so under load one round trip covers many incidents.
+async fn acknowledge(store: SharedStore, mut done: mpsc::UnboundedReceiver<Vec<String>>) {
+    while let Some(mut ids) = done.recv().await {
+        while let Ok(more) = done.try_recv() {
+            ids.extend(more);
+        }
+        if let Err(e) = store.outbox_ack(&ids).await {
+            tracing::warn!(error = %e, entries = ids.len(), "outbox ack failed; the entries will be delivered again");
         }
     }
 }
