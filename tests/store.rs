@@ -486,7 +486,7 @@ both_stores!(
 );
 
 both_stores!(
-    a_commit_checks_its_extra_slots_and_points_those_it_sets_at_the_incident,
+    a_commit_checks_its_extra_slots_and_points_those_it_sets_at_the_incident_and_they_read_back_at_once,
     DAY,
     |s: SharedStore| async move {
         use incidentd::store::{IncidentCommit, SlotCheck};
@@ -549,5 +549,16 @@ both_stores!(
         assert!(commit(&b, fresh).await);
         assert_eq!(slot_of("svc:checkout").await.as_deref(), Some("inc-b"));
         assert_eq!(slot_of("svc:postgres").await.as_deref(), Some("inc-a"));
+
+        // Several slots read at once, with the incidents they name.
+        let keys = ["svc:checkout", "svc:unknown", "svc:api"].map(String::from);
+        let found = s.find_slots(&keys).await.unwrap();
+        assert_eq!(
+            found.slots,
+            vec![Some("inc-b".to_string()), None, Some("inc-a".to_string())]
+        );
+        let mut ids: Vec<&String> = found.incidents.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["inc-a", "inc-b"]);
     }
 );

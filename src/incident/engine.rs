@@ -373,15 +373,45 @@ impl Engine {
                 None => topology_groups.push((t, vec![t])),
             }
         }
-        for (first, members) in topology_groups {
-            let alerts: Vec<&Alert> = members.iter().map(|t| items[t.0].alert).collect();
-            let placed = self
-                .correlate_topology(rules, &first.2, &first.3, &first.4, &alerts, now)
-                .await?;
-            for (t, (id, result)) in members.iter().zip(placed) {
-                if let Some(entry) = explained[t.0].as_mut().and_then(|e| e.get_mut(t.1)) {
-                    entry.incident_id = id;
-                    entry.result = result;
+        // Groups that may consult a common slot are placed one after the other
+        // in arrival order (a critical before its warning inhibits it, say);
+        // chains sharing no slot run concurrently, as a storm over many
+        // services would otherwise cost a few round trips per group in series.
+        let prepared: Vec<(Vec<&Alert>, Vec<String>)> = topology_groups
+            .iter()
+            .map(|(first, members)| {
+                let alerts: Vec<&Alert> = members.iter().map(|t| items[t.0].alert).collect();
+                let slots = self.slots_to_read(rules, &first.2, &first.3, &first.4, &alerts);
+                (alerts, slots)
+            })
+            .collect();
+        let chains = chains_sharing_slots(prepared.iter().map(|(_, slots)| slots.as_slice()));
+        let work = chains.into_iter().map(|chain| {
+            let (groups, prepared) = (&topology_groups, &prepared);
+            async move {
+                let mut placed = Vec::with_capacity(chain.len());
+                for g in chain {
+                    let (first, _) = &groups[g];
+                    let (alerts, slots) = &prepared[g];
+                    let p = self
+                        .correlate_topology(rules, &first.2, &first.3, &first.4, alerts, slots, now)
+                        .await?;
+                    placed.push((g, p));
+                }
+                Ok::<_, StoreError>(placed)
+            }
+        });
+        let chained: Vec<Result<Vec<_>, StoreError>> = futures_util::stream::iter(work)
+            .buffer_unordered(GROUP_CONCURRENCY)
+            .collect()
+            .await;
+        for chain in chained {
+            for (g, placed) in chain? {
+                for (t, (id, result)) in topology_groups[g].1.iter().zip(placed) {
+                    if let Some(entry) = explained[t.0].as_mut().and_then(|e| e.get_mut(t.1)) {
+                        entry.incident_id = id;
+                        entry.result = result;
+                    }
                 }
             }
         }
@@ -773,6 +803,47 @@ impl Engine {
 /// What changed between two versions of an incident, as the outbox names it;
 /// `None` when nothing a ticket shows changed (only the activity time, the
 /// version, or the external references the delivery itself wrote).
+/// Partitions groups (given the slots each may consult) into chains: groups
+/// sharing a slot, directly or through others, are in one chain, in their
+/// original order.
+fn chains_sharing_slots<'a>(slots: impl Iterator<Item = &'a [String]>) -> Vec<Vec<usize>> {
+    fn root(parent: &mut [usize], mut g: usize) -> usize {
+        while parent[g] != g {
+            parent[g] = parent[parent[g]];
+            g = parent[g];
+        }
+        g
+    }
+    let mut parent: Vec<usize> = Vec::new();
+    let mut first_user: HashMap<&str, usize> = HashMap::new();
+    for (g, keys) in slots.enumerate() {
+        parent.push(g);
+        for k in keys {
+            match first_user.get(k.as_str()) {
+                Some(&other) => {
+                    let (a, b) = (root(&mut parent, g), root(&mut parent, other));
+                    // The earlier group stays the root, so chains keep arrival order.
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first_user.insert(k, g);
+                }
+            }
+        }
+    }
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of: HashMap<usize, usize> = HashMap::new();
+    for g in 0..parent.len() {
+        let r = root(&mut parent, g);
+        let c = *chain_of.entry(r).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[c].push(g);
+    }
+    chains
+}
+
 pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'static str> {
     let Some(before) = before else {
         return Some("created");
@@ -796,4 +867,32 @@ pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'sta
 
 pub(crate) fn new_id() -> String {
     format!("inc-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chains_sharing_slots;
+
+    fn chains(groups: &[&[&str]]) -> Vec<Vec<usize>> {
+        let owned: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| g.iter().map(|k| k.to_string()).collect())
+            .collect();
+        chains_sharing_slots(owned.iter().map(Vec::as_slice))
+    }
+
+    #[test]
+    fn groups_sharing_no_slot_run_apart() {
+        assert_eq!(
+            chains(&[&["a"], &["b"], &["c"]]),
+            vec![vec![0], vec![1], vec![2]]
+        );
+    }
+
+    #[test]
+    fn groups_sharing_a_slot_stay_in_arrival_order_even_through_others() {
+        // 0 and 2 share nothing directly, but both share a slot with 3.
+        let got = chains(&[&["a", "x"], &["b"], &["c", "y"], &["y", "x"], &["b", "z"]]);
+        assert_eq!(got, vec![vec![0, 2, 3], vec![1, 4]]);
+    }
 }

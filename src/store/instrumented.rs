@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Recorded, SharedStore,
-    StateStore, StoreError,
+    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, Recorded,
+    SharedStore, StateStore, StoreError,
 };
 use crate::alert::Alert;
 use crate::incident::{Incident, IncidentQuery};
@@ -88,6 +88,10 @@ impl StateStore for Instrumented {
             "find_incidents",
             self.inner.find_incidents(rule, key, fingerprints)
         )
+    }
+
+    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
+        timed!(self, "find_slots", self.inner.find_slots(keys))
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
-    StoreError, merge,
+    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, Outcome, Recorded,
+    StateStore, StoreError, merge,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery};
@@ -208,6 +208,17 @@ impl StateStore for MemoryStore {
             members,
             incidents,
         })
+    }
+
+    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
+        let inc = self.incidents()?;
+        let slots: Vec<Option<String>> = keys.iter().map(|k| inc.slots.get(k).cloned()).collect();
+        let incidents = slots
+            .iter()
+            .flatten()
+            .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
+            .collect();
+        Ok(FoundSlots { slots, incidents })
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

@@ -105,6 +105,16 @@ pub struct FoundIncidents {
     pub incidents: std::collections::HashMap<String, Incident>,
 }
 
+/// What some correlation slots point at now, and those incidents: what a
+/// group on the topology path may consult, read up front in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct FoundSlots {
+    /// Per key asked for, in order: the incident id it points at.
+    pub slots: Vec<Option<String>>,
+    /// Every incident named above, by id.
+    pub incidents: std::collections::HashMap<String, Incident>,
+}
+
 /// What recording one alert did, and, for a repeat, how it was explained the
 /// last time it was processed.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +234,9 @@ pub trait StateStore: Send + Sync + 'static {
         key: &str,
         fingerprints: &[&str],
     ) -> Result<FoundIncidents, StoreError>;
+
+    /// What slots `keys` point at, and those incidents.
+    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError>;
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
 

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::redis_conn::{RedisConn, Timeouts};
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, OpenGauges, Outcome, Recorded,
-    StateStore, StoreError,
+    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, OpenGauges,
+    Outcome, Recorded, StateStore, StoreError,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery, IncidentState};
@@ -491,6 +491,28 @@ impl StateStore for RedisStore {
             members: ids,
             incidents,
         })
+    }
+
+    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
+        if keys.is_empty() {
+            return Ok(FoundSlots::default());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.get(self.inc_key(&format!("slot:{key}")));
+        }
+        let mut conn = self.conn.clone();
+        let slots: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut wanted: Vec<String> = slots.iter().flatten().cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        let loaded = self.load_incidents(&wanted).await?;
+        let incidents = wanted
+            .into_iter()
+            .zip(loaded)
+            .filter_map(|(id, inc)| inc.map(|i| (id, i)))
+            .collect();
+        Ok(FoundSlots { slots, incidents })
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

@@ -249,6 +249,10 @@ struct Work {
     closing: Vec<String>,
     /// fingerprint → incident it joined in this attempt.
     placed_in: HashMap<String, String>,
+    /// Slots read up front for the whole group (one round trip instead of one
+    /// per slot consulted); a slot counts as read (and is checked on commit)
+    /// only once placing an alert consults it.
+    prefetched: HashMap<String, Option<String>>,
 }
 
 impl Work {
@@ -369,6 +373,11 @@ impl Engine {
     async fn read_slot(&self, work: &mut Work, key: &str) -> Result<Option<String>, StoreError> {
         let id = match work.slot(key) {
             Some(id) => id,
+            None if work.prefetched.contains_key(key) => {
+                let id = work.prefetched.get(key).cloned().flatten();
+                work.reads.push((key.to_string(), id.clone()));
+                id
+            }
             None => {
                 let found = self.store().find_incidents("", key, &[]).await?;
                 for (id, inc) in found.incidents {
@@ -402,6 +411,7 @@ impl Engine {
     /// Places the alerts of one rule and correlation key (see the module
     /// header), in arrival order. Returns, per alert, the incident it went to
     /// and why in words (for its explanation).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn correlate_topology(
         &self,
         rules: &RuleSet,
@@ -409,15 +419,25 @@ impl Engine {
         spec: &IncidentSpec,
         key: &str,
         alerts: &[&Alert],
+        slots: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Option<String>, String)>, StoreError> {
         let fps: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+        // The rule's key is read with the members.
+        let slot_keys: Vec<String> = slots.iter().filter(|k| *k != key).cloned().collect();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
-            let found = self.store().find_incidents(rule, key, &fps).await?;
+            let (found, slots) = futures_util::try_join!(
+                self.store().find_incidents(rule, key, &fps),
+                self.store().find_slots(&slot_keys)
+            )?;
             let mut work = Work::default();
             for (id, inc) in &found.incidents {
                 work.loaded.insert(id.clone(), inc.clone());
             }
+            for (id, inc) in slots.incidents {
+                work.loaded.entry(id).or_insert(inc);
+            }
+            work.prefetched = slot_keys.iter().cloned().zip(slots.slots).collect();
             work.reads.push((key.to_string(), found.slot.clone()));
             let mut results = Vec::with_capacity(alerts.len());
             for (alert, member) in alerts.iter().zip(&found.members) {
@@ -444,6 +464,45 @@ impl Engine {
         Err(StoreError::Unavailable(format!(
             "incident for {key}: gave up after {MAX_ATTEMPTS} concurrent updates"
         )))
+    }
+
+    /// Every slot placing `alerts` may consult: the rule's key, the
+    /// inhibition slots of their labels, the slots of their services, of what
+    /// those depend on and of what depends on them. A group reads them all in
+    /// one round trip rather than one by one, and groups of a batch that share
+    /// none cannot change each other's placements.
+    pub(crate) fn slots_to_read(
+        &self,
+        rules: &RuleSet,
+        rule: &str,
+        spec: &IncidentSpec,
+        key: &str,
+        alerts: &[&Alert],
+    ) -> Vec<String> {
+        let topo = self.topology().filter(|_| spec.topology);
+        let mut keys = vec![key.to_string()];
+        for alert in alerts {
+            for inh in rules.inhibits() {
+                if inh.is_target(&alert.labels) || inh.is_source_of(rule, &alert.labels) {
+                    keys.push(inh.slot("src", &alert.labels));
+                    keys.push(inh.slot("tgt", &alert.labels));
+                }
+            }
+            if let Some(t) = &topo
+                && let Some(svc) = t.service_of(&alert.labels)
+            {
+                keys.extend(
+                    t.dependencies(&svc.name)
+                        .into_iter()
+                        .map(|(d, _)| service_slot(d)),
+                );
+                keys.push(service_slot(&svc.name));
+                keys.extend(t.dependents(&svc.name).into_iter().map(service_slot));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Places one alert in `work`.
@@ -681,6 +740,24 @@ impl Engine {
 
         // 6. Pull in the incidents this alert is the cause of.
         if firing && !symptom && !member_update {
+            // First finish merges an earlier attempt (here or in another
+            // instance) wrote into this incident but lost the race to close:
+            // the slot that led to them may point here by now, so they are
+            // found through `merged_from`, not through the slot.
+            for from in inc.topology.merged_from.clone() {
+                let pending = from != inc.id
+                    && self.ensure(work, &from).await?
+                    && work
+                        .current(&from)
+                        .is_some_and(|d| d.state != IncidentState::Closed);
+                let Some(d) = pending.then(|| work.take(&from)).flatten() else {
+                    continue;
+                };
+                let why = "finishing a merge begun earlier".to_string();
+                inc = absorb(inc, &d, None, &why, now);
+                escalate(&mut inc, d.impact, d.urgency, rules);
+                self.close_pulled(work, d, &inc.id, &why, now);
+            }
             if let (Some(t), Some(svc)) = (&topo, &service) {
                 let own = service_slot(svc);
                 self.read_slot(work, &own).await?;
