@@ -416,14 +416,19 @@ impl Engine {
             }
         }
 
+        // Resolved alerts, in incidents their rules no longer lead to: one
+        // lookup each, all at once rather than one after the other.
+        let elsewhere = items.iter().zip(&explained).filter_map(|(item, entries)| {
+            let entries = entries.as_ref()?;
+            (item.alert.status == Status::Resolved)
+                .then(|| self.resolve_elsewhere(item.alert, entries, now))
+        });
+        futures_util::future::try_join_all(elsewhere).await?;
         let mut writes = Vec::new();
         for (item, entries) in items.iter().zip(explained) {
             let Some(entries) = entries else {
                 continue;
             };
-            if item.alert.status == Status::Resolved {
-                self.resolve_elsewhere(item.alert, &entries, now).await?;
-            }
             let summary = match entries.first() {
                 None => "no rule matched".to_string(),
                 Some(first) if entries.len() == 1 => {

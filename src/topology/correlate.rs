@@ -543,6 +543,8 @@ impl Engine {
         // below when an earlier attempt merged an incident into this one
         // without closing it yet.
         let mut member_update = false;
+        // An earlier attempt merged an incident into this one without closing it.
+        let mut merge_pending = false;
         if let Some(m) = member
             .filter(|id| {
                 work.current(id)
@@ -566,7 +568,8 @@ impl Engine {
                     let symptom = inc
                         .alert(fp)
                         .is_some_and(|a| a.role == Some(AlertRole::Symptom));
-                    member_update = !self.merge_pending(work, &inc).await?;
+                    merge_pending = self.merge_pending(work, &inc).await?;
+                    member_update = !merge_pending;
                     placed = Some(Placement {
                         inc: *inc,
                         why: None,
@@ -744,7 +747,12 @@ impl Engine {
             // instance) wrote into this incident but lost the race to close:
             // the slot that led to them may point here by now, so they are
             // found through `merged_from`, not through the slot.
-            for from in inc.topology.merged_from.clone() {
+            let unfinished = if merge_pending {
+                inc.topology.merged_from.clone()
+            } else {
+                Vec::new()
+            };
+            for from in unfinished {
                 let pending = from != inc.id
                     && self.ensure(work, &from).await?
                     && work
