@@ -426,14 +426,15 @@ impl Engine {
         // The rule's key is read with the members.
         let slot_keys: Vec<String> = slots.iter().filter(|k| *k != key).cloned().collect();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
-            let (found, slots) = futures_util::try_join!(
+            let (mut found, slots) = futures_util::try_join!(
                 self.store().find_incidents(rule, key, &fps),
                 self.store().find_slots(&slot_keys)
             )?;
-            let mut work = Work::default();
-            for (id, inc) in &found.incidents {
-                work.loaded.insert(id.clone(), inc.clone());
-            }
+            let mut work = Work {
+                // Moved, not copied: storms make these documents large.
+                loaded: std::mem::take(&mut found.incidents),
+                ..Work::default()
+            };
             for (id, inc) in slots.incidents {
                 work.loaded.entry(id).or_insert(inc);
             }
