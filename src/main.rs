@@ -12,10 +12,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Storm bursts leave freed pages behind. With mimalloc's default delay those
 /// pages were returned to the OS late and partly, so RSS climbed from 27 to
-/// ~45 MiB over ten minutes at a steady 5,000 alerts/s; purging at once kept
-/// it flat at ~30 MiB for the same stream at no measurable throughput cost
+/// 43–48 MiB over ten minutes at a steady 5,000 alerts/s; purging at once kept
+/// it at 32–35 MiB for the same stream, for a few per cent more daemon CPU
 /// (BENCHMARKS.md, "Memory over ten minutes"). An operator's own
-/// `MIMALLOC_PURGE_DELAY` still wins.
+/// `MIMALLOC_PURGE_DELAY` still wins (1000 restores mimalloc's default).
 fn purge_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set only stores an integer in mimalloc's option

@@ -1,4 +1,5 @@
-//! The `incidentd` binary: exit codes, config errors, graceful shutdown.
+//! The `incidentd` binary: exit codes, config errors, graceful shutdown; and
+//! the `incidentd-load` tool against a running daemon.
 
 mod common;
 
@@ -595,4 +596,98 @@ fn check_reports_every_services_file_error_with_file_and_line_and_exits_64() {
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
+}
+
+/// `GET path` on the daemon, the body as text (plain HTTP/1.0: no client
+/// library needed for one request).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn load_tool_drives_a_running_daemon_and_reports_what_it_measured() {
+    let port = common::free_port();
+    let mut daemon = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            &example("quickstart.yaml"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_incidentd-load"))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--seconds",
+            "2",
+            "--rate",
+            "1000",
+            "--storm-every-s",
+            "1",
+            "--storm-size",
+            "50",
+            "--pid",
+            &daemon.id().to_string(),
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let metrics = http_get(port, "/metrics");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| target | alerts/s | p50 ms | p99 ms | max ms | errors | RSS |"));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["latency"], "send_to_2xx");
+    let sent = report["alerts_sent"].as_u64().unwrap();
+    // 2 s at 1,000 alerts/s plus a storm of 50; a busy CI machine may fall
+    // behind the schedule (slots not sent by the deadline are dropped), never
+    // ahead of it.
+    assert!((500..=2_100).contains(&sent), "{report}");
+    let p = &report["latency_ms"];
+    let (p50, p99, max) = (
+        p["p50"].as_f64().unwrap(),
+        p["p99"].as_f64().unwrap(),
+        p["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    assert_eq!(report["latency_ms_by_minute"].as_array().unwrap().len(), 1);
+    let rss = report["rss_kib"].as_array().unwrap();
+    assert!(!rss.is_empty() && rss.iter().all(|k| k.as_u64().unwrap() > 1_000));
+
+    // Every alert the tool counts as sent was received by the daemon.
+    let received: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("incidentd_alerts_received_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(received as u64, sent, "{metrics}");
 }

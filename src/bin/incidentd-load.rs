@@ -109,6 +109,9 @@ struct Report {
     /// `produce_to_persisted` (Kafka probes).
     latency: &'static str,
     latency_ms: Percentiles,
+    /// The same percentiles per minute of the run (the last minute may be
+    /// partial): shows whether latency drifts as the daemon's state grows.
+    latency_ms_by_minute: Vec<Percentiles>,
     rss_kib: Vec<u64>,
 }
 
@@ -347,7 +350,8 @@ async fn main() -> std::process::ExitCode {
         dup_ratio: args.dup_ratio,
         resolve_ratio: args.resolve_ratio,
     }));
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    // (second of the run it was sent in, µs)
+    let latencies = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let (sent, errors, requests) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -435,7 +439,7 @@ async fn main() -> std::process::ExitCode {
                         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         // Kafka mode: the probes measure latency instead.
                         if kafka.is_none() {
-                            latencies.lock().await.push(us);
+                            latencies.lock().await.push((elapsed_s, us));
                         }
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -456,8 +460,9 @@ async fn main() -> std::process::ExitCode {
             while Instant::now() < deadline {
                 n += 1;
                 let t = Instant::now();
+                let second = started.elapsed().as_secs();
                 if let Some(d) = k.probe(&format!("{run}-{n}"), None, &starts).await {
-                    latencies.lock().await.push(d.as_micros() as u64);
+                    latencies.lock().await.push((second, d.as_micros() as u64));
                 }
                 tokio::time::sleep(every.saturating_sub(t.elapsed())).await;
             }
@@ -488,8 +493,24 @@ async fn main() -> std::process::ExitCode {
         s.abort();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().await.clone();
-    lat.sort_unstable();
+    let samples = latencies.lock().await.clone();
+    let mut by_minute: Vec<Vec<u64>> = Vec::new();
+    for &(second, us) in &samples {
+        let m = (second / 60) as usize;
+        if by_minute.len() <= m {
+            by_minute.resize_with(m + 1, Vec::new);
+        }
+        by_minute[m].push(us);
+    }
+    let percentiles = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        Percentiles {
+            p50: percentile(&v, 0.50),
+            p99: percentile(&v, 0.99),
+            max: percentile(&v, 1.0),
+        }
+    };
+    let latency_ms_by_minute = by_minute.into_iter().map(percentiles).collect();
     let alerts_sent = sent.load(Ordering::Relaxed);
     let report = Report {
         kind: args.kind,
@@ -503,11 +524,8 @@ async fn main() -> std::process::ExitCode {
         } else {
             "send_to_2xx"
         },
-        latency_ms: Percentiles {
-            p50: percentile(&lat, 0.50),
-            p99: percentile(&lat, 0.99),
-            max: percentile(&lat, 1.0),
-        },
+        latency_ms: percentiles(samples.iter().map(|&(_, us)| us).collect()),
+        latency_ms_by_minute,
         rss_kib: rss.lock().await.clone(),
     };
     let rss_line = match (report.rss_kib.first(), report.rss_kib.last()) {
@@ -526,6 +544,26 @@ async fn main() -> std::process::ExitCode {
         report.errors,
         rss_line
     );
+    if report.latency_ms_by_minute.len() > 1 {
+        // Long runs: does latency or memory drift as the target's state grows?
+        println!();
+        println!("| minute | p50 ms | p99 ms | max ms | RSS at its end |");
+        println!("|---|---|---|---|---|");
+        for (m, p) in report.latency_ms_by_minute.iter().enumerate() {
+            let rss = report
+                .rss_kib
+                .get((m * 60 + 59).min(report.rss_kib.len().saturating_sub(1)))
+                .map_or_else(|| "-".into(), |k| format!("{:.1} MiB", *k as f64 / 1024.0));
+            println!(
+                "| {} | {:.2} | {:.2} | {:.2} | {} |",
+                m + 1,
+                p.p50,
+                p.p99,
+                p.max,
+                rss
+            );
+        }
+    }
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     if let Some(path) = &args.json
         && let Err(e) = std::fs::write(path, &json)
