@@ -136,5 +136,78 @@ fn correlate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, record, evaluate, correlate);
+/// An incident document written and read back, as every incident update does
+/// (the Redis store keeps incidents as JSON): an incident of 120 alerts, each
+/// fired, resolved and fired again, and its timeline. Next to it, one timestamp read
+/// by chrono's serde support and by the incident document's own reader, in the
+/// same run.
+fn incident_document(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sim = incidentd::simulate::Simulation::new(Arc::new(rules(10))).expect("simulation");
+    let start = Utc::now();
+    for round in 0..3i64 {
+        for batch in 0..12 {
+            let at = start + chrono::Duration::seconds(round * 60 + batch);
+            // One service: all 120 alerts correlate into one incident.
+            let body = am_body(10, batch as usize * 10)
+                .replace(r#""service":"svc-"#, r#""service":"svc-0","shard":""#);
+            let mut alerts = Format::Alertmanager
+                .decode(body.as_bytes(), at)
+                .expect("bench body decodes");
+            if round == 1 {
+                // A resolve and a re-fire: status changes and timeline entries.
+                for a in &mut alerts {
+                    a.status = incidentd::alert::Status::Resolved;
+                }
+            }
+            rt.block_on(sim.feed("bench", alerts, at)).expect("feed");
+        }
+    }
+    let incidents = rt.block_on(sim.incidents()).expect("incidents");
+    let incident = incidents
+        .into_iter()
+        .max_by_key(|i| i.alerts.len())
+        .expect("an incident");
+    let json = serde_json::to_string(&incident).expect("serializes");
+    let mut g = c.benchmark_group("incident_document");
+    g.throughput(Throughput::Bytes(json.len() as u64));
+    g.bench_function(
+        format!(
+            "to_json_{}_alerts_{}_entries",
+            incident.alerts.len(),
+            incident.timeline.len()
+        ),
+        |b| b.iter(|| serde_json::to_string(&incident)),
+    );
+    g.bench_function(
+        format!(
+            "from_json_{}_alerts_{}_entries",
+            incident.alerts.len(),
+            incident.timeline.len()
+        ),
+        |b| b.iter(|| serde_json::from_str::<incidentd::incident::Incident>(&json)),
+    );
+    g.finish();
+
+    let mut g = c.benchmark_group("timestamp_from_json");
+    let text = "\"2026-11-27T03:15:00.123Z\"";
+    g.bench_function("chrono", |b| {
+        b.iter(|| serde_json::from_str::<chrono::DateTime<Utc>>(text))
+    });
+    g.bench_function("incident_document", |b| {
+        b.iter(|| {
+            incidentd::incident::rfc3339::deserialize(&mut serde_json::Deserializer::from_str(text))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    record,
+    evaluate,
+    correlate,
+    incident_document
+);
 criterion_main!(benches);

@@ -19,6 +19,7 @@ pub mod flapping;
 pub mod lifecycle;
 pub mod major;
 pub mod metrics;
+pub mod rfc3339;
 pub mod sla;
 
 use std::collections::BTreeMap;
@@ -83,13 +84,15 @@ pub struct IncidentAlert {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     pub status: Status,
+    #[serde(with = "rfc3339")]
     pub joined_at: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
     pub status_changed_at: DateTime<Utc>,
     /// Flapping: it changed status too often lately (see [`flapping`]).
     #[serde(default)]
     pub flapping: bool,
     /// Its recent status changes, newest last, for flap detection.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "rfc3339::vec")]
     pub changes: Vec<DateTime<Utc>>,
     /// What the alert is to the incident when topology or inhibition put it
     /// there (`root_cause`, `dependent`, `symptom`); absent otherwise.
@@ -123,6 +126,7 @@ impl IncidentAlert {
 /// One change of an incident, with its cause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
+    #[serde(with = "rfc3339")]
     pub at: DateTime<Utc>,
     /// `created`, `alert_added`, `alert_resolved`, `alert_refired`, `acknowledged`,
     /// `resolved`, `reopened`, `closed`, `related`, `flapping_started`,
@@ -163,9 +167,13 @@ pub struct Incident {
     pub alert_count: usize,
     pub rule: String,
     pub correlation_key: String,
+    #[serde(with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
+    #[serde(default, with = "rfc3339::option")]
     pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "rfc3339::option")]
     pub closed_at: Option<DateTime<Utc>>,
     pub reopen_count: u32,
     /// Tickets in the ITSM platforms, by adapter name: the number or key a person
@@ -188,8 +196,10 @@ pub struct Incident {
     #[serde(default)]
     pub timeline_dropped: u64,
     /// Last alert activity: the correlation window slides from here.
+    #[serde(with = "rfc3339")]
     pub last_activity: DateTime<Utc>,
     /// Since when every alert has been resolved (auto-resolve counts from here).
+    #[serde(default, with = "rfc3339::option")]
     pub all_resolved_since: Option<DateTime<Utc>>,
     /// Flap detection: whether an alert of it is flapping, and the settings it
     /// was opened with (see [`flapping`]).

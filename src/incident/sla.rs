@@ -33,17 +33,17 @@ use super::{Incident, IncidentState};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sla {
     /// Acknowledge by then (none: no response target for its priority).
-    #[serde(default)]
+    #[serde(default, with = "super::rfc3339::option")]
     pub respond_by: Option<DateTime<Utc>>,
     /// Resolve by then.
-    #[serde(default)]
+    #[serde(default, with = "super::rfc3339::option")]
     pub resolve_by: Option<DateTime<Utc>>,
     /// When the response timer stopped (first acknowledgement or resolution).
-    #[serde(default)]
+    #[serde(default, with = "super::rfc3339::option")]
     pub responded_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, with = "super::rfc3339::option")]
     pub response_breached_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, with = "super::rfc3339::option")]
     pub resolution_breached_at: Option<DateTime<Utc>>,
     /// What a breach does, as configured when the incident opened.
     pub escalation: Escalation,
