@@ -5,8 +5,14 @@
 //! The stream: `--distinct` alert identities spread over services and
 //! instances; each send is a repeat of an alert already sent (`--dup-ratio`), a
 //! resolve (`--resolve-ratio`), or a new firing alert; every `--storm-every-s`
-//! seconds a burst of `--storm-size` new alerts of one service arrives at once.
-//! It runs at `--rate` alerts/s, or flat out with `--rate 0`.
+//! seconds a burst of `--storm-size` new alerts (new instances, spread over the
+//! services and the four alert names) arrives at once. Storm alerts are never
+//! resolved, so the target's state grows over a long run, as in an outage that
+//! keeps widening. It runs at `--rate` alerts/s, or flat out with `--rate 0`.
+//!
+//! The report: throughput, latency p50 / p99 / max, and the target's RSS each
+//! second (`--pid`), as a markdown table and (`--json`) JSON; runs longer than
+//! a minute add the same per minute, to show drift.
 //!
 //! Latency is send → 2xx. incidentd answers 2xx only after the alerts, the
 //! incident changes and their outbox entries are committed, so it bounds the
