@@ -55,6 +55,9 @@ pub struct KafkaMetrics {
     pub commit_errors: IntCounter,
     /// 1 while consumption is paused because the store is failing.
     pub paused: IntGauge,
+    /// From taking a batch of messages to having it all stored: how long the
+    /// messages behind it, on every partition, waited for it.
+    pub batch_duration: prometheus::Histogram,
     /// Incident changes produced by a `kafka` adapter, by adapter.
     pub sink_produced: IntCounterVec,
     /// Incident changes a `kafka` adapter failed to produce, by adapter.
@@ -93,6 +96,15 @@ impl KafkaMetrics {
                 "incidentd_kafka_consumer_paused",
                 "1 while Kafka consumption is paused because the state store is failing.",
             )?,
+            batch_duration: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "incidentd_kafka_batch_duration_seconds",
+                    "Time to store one batch of consumed Kafka messages (alerts, incidents, outbox), retries included.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )?,
             sink_produced: IntCounterVec::new(
                 Opts::new(
                     "incidentd_kafka_sink_produced_total",
@@ -113,6 +125,7 @@ impl KafkaMetrics {
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.commit_errors.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.batch_duration.clone()))?;
         registry.register(Box::new(m.sink_produced.clone()))?;
         registry.register(Box::new(m.sink_failed.clone()))?;
         Ok(m)

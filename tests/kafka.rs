@@ -319,6 +319,12 @@ async fn poison_message_goes_to_dead_letter_topic_and_partition_continues() {
         .await,
         Some(6.0)
     );
+    // Every batch taken is timed once it is stored.
+    let batches = metric(&d, "incidentd_kafka_batch_duration_seconds_count").await;
+    assert!(
+        batches.is_some_and(|n| (1.0..=6.0).contains(&n)),
+        "{batches:?}"
+    );
     // Lag comes from librdkafka's statistics (every 5 s): all committed, none left.
     eventually(WAIT, "consumer lag 0 on alerts/0", || async {
         metric(

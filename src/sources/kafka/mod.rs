@@ -291,10 +291,15 @@ impl KafkaSource {
                     None => break,
                 }
             }
-            if !batch.is_empty() && !self.process(&batch, &mut pending, &mut stop).await {
-                // Stopping while the store is down: the batch is not stored, so
-                // its offsets are not either; it is redelivered.
-                break;
+            if !batch.is_empty() {
+                let timer = self.metrics.kafka.batch_duration.start_timer();
+                if !self.process(&batch, &mut pending, &mut stop).await {
+                    // Stopping while the store is down: the batch is not stored, so
+                    // its offsets are not either; it is redelivered.
+                    timer.stop_and_discard();
+                    break;
+                }
+                timer.observe_duration();
             }
             if last_commit.elapsed() >= self.settings.commit_interval {
                 self.commit(CommitMode::Async);
