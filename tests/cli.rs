@@ -598,42 +598,13 @@ fn check_reports_every_services_file_error_with_file_and_line_and_exits_64() {
     }
 }
 
-/// `GET path` on the daemon, the body as text (plain HTTP/1.0: no client
-/// library needed for one request).
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-#[test]
-fn load_tool_drives_a_running_daemon_and_reports_what_it_measured() {
+#[tokio::test]
+async fn load_tool_drives_a_running_daemon_and_reports_what_it_measured() {
     let port = common::free_port();
-    let mut daemon = Command::new(BIN)
-        .args([
-            "run",
-            "--config",
-            &example("quickstart.yaml"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = common::spawn_daemon(std::path::Path::new(&example("quickstart.yaml")), port);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_incidentd-load"))
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd-load"))
         .args([
             "--url",
             &format!("http://127.0.0.1:{port}"),
@@ -646,15 +617,15 @@ fn load_tool_drives_a_running_daemon_and_reports_what_it_measured() {
             "--storm-size",
             "50",
             "--pid",
-            &daemon.id().to_string(),
+            &daemon.0.id().to_string(),
             "--json",
         ])
         .arg(&json)
         .output()
+        .await
         .unwrap();
-    let metrics = http_get(port, "/metrics");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    let metrics = common::get_text(format!("http://127.0.0.1:{port}/metrics")).await;
+    daemon.kill();
     assert!(
         out.status.success(),
         "{}",

@@ -499,7 +499,7 @@ async fn main() -> std::process::ExitCode {
         s.abort();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let samples = latencies.lock().await.clone();
+    let samples = std::mem::take(&mut *latencies.lock().await);
     let mut by_minute: Vec<Vec<u64>> = Vec::new();
     for &(second, us) in &samples {
         let m = (second / 60) as usize;
