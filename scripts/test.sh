@@ -25,9 +25,13 @@ command -v tansu >/dev/null || { echo "test.sh: installing tansu (once)"; cargo 
 free_port() {
   local port
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 20000))
-    # Nothing answers on it: /dev/tcp fails to connect.
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    # Below 30000, so that no port handed out is a Redis Cluster node's bus
+    # port (its port + 10000) of another: that collision made a cluster node
+    # fail to start now and then.
+    port=$((20000 + RANDOM % 10000))
+    # Nothing answers on it nor on its bus port: /dev/tcp fails to connect.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+      && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
       echo "$port"
       return
     fi
