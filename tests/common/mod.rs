@@ -65,6 +65,25 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free port for a server a test stops and starts again on it. Not from the
+/// kernel's ephemeral range (32768–60999 by default), where a connection
+/// another test opens while the server is down can take the port and the
+/// restart fails (or finds someone else listening); nor from `scripts/test.sh`'s
+/// (20000–39999, cluster bus ports included).
+pub fn restartable_port() -> u16 {
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 8_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
+}
+
 /// A private `redis-server` this test can stop and start again on the same port.
 pub struct RedisServer {
     pub port: u16,
@@ -87,7 +106,7 @@ impl RedisServer {
 
     fn started(durable_dir: Option<PathBuf>) -> Self {
         let mut s = RedisServer {
-            port: free_port(),
+            port: restartable_port(),
             durable_dir,
             child: None,
         };
@@ -121,9 +140,13 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (scripts/test.sh installs it)");
-        self.child = Some(child);
+        // Kept before waiting, so a failed start is still killed on drop.
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server on port {} exited: {status}", self.port);
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -299,6 +322,7 @@ pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
             cause: "rule high-error-rate opened it".into(),
         }],
         timeline_dropped: 0,
+        timeline_stored: 0,
         last_activity: t0,
         all_resolved_since: None,
         flapping: false,
