@@ -138,7 +138,9 @@ fn correlate(c: &mut Criterion) {
 
 /// An incident document written and read back, as every incident update does
 /// (the Redis store keeps incidents as JSON): an incident of 120 alerts, each
-/// fired, resolved and fired again, and its timeline. Next to it, one timestamp read
+/// fired, resolved and fired again, and its timeline. The whole incident (what
+/// the API and adapters read) next to the Redis store's document, which leaves
+/// the timeline to a list of its own. Next to it, one timestamp read
 /// by chrono's serde support and by the incident document's own reader, in the
 /// same run.
 fn incident_document(c: &mut Criterion) {
@@ -186,6 +188,15 @@ fn incident_document(c: &mut Criterion) {
             incident.timeline.len()
         ),
         |b| b.iter(|| serde_json::from_str::<incidentd::incident::Incident>(&json)),
+    );
+    let doc = incidentd::incident::to_json_without_timeline(&incident).expect("serializes");
+    g.bench_function(
+        format!("store_doc_to_json_{}_alerts", incident.alerts.len()),
+        |b| b.iter(|| incidentd::incident::to_json_without_timeline(&incident)),
+    );
+    g.bench_function(
+        format!("store_doc_from_json_{}_alerts", incident.alerts.len()),
+        |b| b.iter(|| serde_json::from_str::<incidentd::incident::Incident>(&doc)),
     );
     g.finish();
 

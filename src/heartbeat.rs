@@ -441,6 +441,7 @@ impl Heartbeats {
             alerts: Vec::new(),
             timeline: Vec::new(),
             timeline_dropped: 0,
+            timeline_stored: 0,
             last_activity: at,
             all_resolved_since: None,
             flapping: false,

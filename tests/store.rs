@@ -562,3 +562,127 @@ both_stores!(
         assert_eq!(ids, ["inc-a", "inc-b"]);
     }
 );
+
+/// Writes `inc` as the next version of itself.
+async fn commit_next(s: &SharedStore, inc: &incidentd::incident::Incident) {
+    use incidentd::store::IncidentCommit;
+    let commit = IncidentCommit {
+        incident: inc,
+        expected_version: inc.version - 1,
+        bind: None,
+        members: &[],
+        due: None,
+        outbox_event: None,
+        slots: &[],
+    };
+    assert!(s.commit_incident(&commit).await.unwrap());
+}
+
+both_stores!(
+    updates_read_without_the_timeline_append_to_it_and_a_full_read_has_the_newest_entries,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::incident::MAX_TIMELINE;
+        let id = common::unique_prefix("timeline");
+        let inc = common::sample_incident(&id);
+        commit_next(&s, &inc).await;
+        // As correlation updates it: read it without its timeline, add, write.
+        for n in 0..MAX_TIMELINE + 10 {
+            let mut head = s.get_incident_head(&id).await.unwrap().unwrap();
+            assert_eq!(head.timeline_total(), n as u64 + 1);
+            head.push_timeline(t(n as i64), "alert_added", format!("alert {n} joined"));
+            head.version += 1;
+            commit_next(&s, &head).await;
+        }
+        let full = s.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(full.timeline.len(), MAX_TIMELINE);
+        assert_eq!(full.timeline_dropped, 11);
+        assert_eq!(full.timeline[0].cause, "alert 10 joined");
+        let last = &full.timeline[MAX_TIMELINE - 1];
+        assert_eq!(last.cause, format!("alert {} joined", MAX_TIMELINE + 9));
+        assert_eq!(last.at, t(MAX_TIMELINE as i64 + 9));
+        // A whole incident changed and written back adds only its new entry.
+        let mut whole = full.clone();
+        whole.push_timeline(t(9_999), "acknowledged", "by a person");
+        whole.version += 1;
+        commit_next(&s, &whole).await;
+        let again = s.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(again.timeline.len(), MAX_TIMELINE);
+        assert_eq!(again.timeline_dropped, 12);
+        assert_eq!(
+            again.timeline[MAX_TIMELINE - 2],
+            full.timeline[MAX_TIMELINE - 1]
+        );
+        assert_eq!(again.timeline[MAX_TIMELINE - 1].event, "acknowledged");
+        assert_eq!(again.timeline, whole.timeline);
+    }
+);
+
+#[tokio::test]
+async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documents_timeline_on_its_next_write()
+ {
+    let prefix = common::unique_prefix("timeline-layout");
+    let store: SharedStore = Arc::new(
+        RedisStore::new(&RedisOptions {
+            url: common::redis_url(),
+            key_prefix: prefix.clone(),
+            resolved_retention: DAY,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+        })
+        .unwrap(),
+    );
+    let mut conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |k: &str| format!("{{{prefix}}}:{k}");
+
+    // Written by an earlier version: the timeline inside the document.
+    let mut old = common::sample_incident("old");
+    old.push_timeline(t(1), "alert_added", "a second alert joined");
+    let _: () = redis::cmd("HSET")
+        .arg(key("incident:old"))
+        .arg("version")
+        .arg(1)
+        .arg("doc")
+        .arg(serde_json::to_string(&old).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_incident("old").await.unwrap().unwrap().timeline,
+        old.timeline
+    );
+    let mut head = store.get_incident_head("old").await.unwrap().unwrap();
+    head.push_timeline(t(2), "acknowledged", "by a person");
+    head.version = 2;
+    commit_next(&store, &head).await;
+
+    let doc: String = redis::cmd("HGET")
+        .arg(key("incident:old"))
+        .arg("doc")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc.get("timeline").is_none(), "{doc}");
+    assert_eq!(doc["title"], old.title.as_str());
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(key("timeline:old"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 3);
+    let whole = store.get_incident("old").await.unwrap().unwrap();
+    let events: Vec<&str> = whole.timeline.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["created", "alert_added", "acknowledged"]);
+    assert_eq!(whole.timeline_dropped, 0);
+    let head = store.get_incident_head("old").await.unwrap().unwrap();
+    assert!(head.timeline.is_empty());
+    assert_eq!(head.timeline_dropped, 3);
+    assert_eq!(head.title, old.title);
+}

@@ -187,6 +187,7 @@ fn create(
         alerts: vec![IncidentAlert::new(alert, now, None)],
         timeline: Vec::new(),
         timeline_dropped: 0,
+        timeline_stored: 0,
         last_activity: now,
         all_resolved_since: None,
         flapping: false,

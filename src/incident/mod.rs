@@ -191,10 +191,21 @@ pub struct Incident {
     #[serde(flatten)]
     pub topology: crate::topology::IncidentTopology,
     pub alerts: Vec<IncidentAlert>,
+    /// Its history, oldest first. The Redis store keeps it apart from the rest
+    /// of the document (a list it appends to), so an update reads and writes
+    /// only the entries it adds; see [`to_json_without_timeline`].
+    #[serde(default, skip_serializing_if = "timeline_left_out")]
     pub timeline: Vec<TimelineEntry>,
-    /// Timeline entries dropped beyond [`MAX_TIMELINE`].
+    /// Timeline entries that came before the first one in `timeline`: dropped
+    /// beyond [`MAX_TIMELINE`], or, in an incident read without its timeline
+    /// to be changed (`StateStore::get_incident_head`), left in the store.
     #[serde(default)]
     pub timeline_dropped: u64,
+    /// How many entries at the front of `timeline` the store holds already,
+    /// as it read them; the ones after are what an update appends. Not part of
+    /// the document.
+    #[serde(skip)]
+    pub timeline_stored: usize,
     /// Last alert activity: the correlation window slides from here.
     #[serde(with = "rfc3339")]
     pub last_activity: DateTime<Utc>,
@@ -240,8 +251,46 @@ impl Incident {
             let excess = self.timeline.len() - MAX_TIMELINE;
             self.timeline.drain(..excess);
             self.timeline_dropped += excess as u64;
+            self.timeline_stored = self.timeline_stored.saturating_sub(excess);
         }
     }
+
+    /// The timeline entries written since the incident was read: what a
+    /// store keeping the timeline apart appends.
+    pub fn timeline_added(&self) -> &[TimelineEntry] {
+        self.timeline.get(self.timeline_stored..).unwrap_or(&[])
+    }
+
+    /// Entries there have ever been: the dropped ones and those in `timeline`.
+    pub fn timeline_total(&self) -> u64 {
+        self.timeline_dropped + self.timeline.len() as u64
+    }
+}
+
+thread_local! {
+    /// Set while [`to_json_without_timeline`] writes a document.
+    static WITHOUT_TIMELINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn timeline_left_out(_: &[TimelineEntry]) -> bool {
+    WITHOUT_TIMELINE.get()
+}
+
+/// The incident as JSON without its `timeline` (the Redis store's document,
+/// whose timeline is a list of its own). The timeline was half of a busy
+/// incident's document, rewritten and read again on every alert that joined
+/// it. A thread-local switch rather than a second struct mirroring every field:
+/// serializing is synchronous, so nothing else runs on this thread meanwhile.
+pub fn to_json_without_timeline(incident: &Incident) -> serde_json::Result<String> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WITHOUT_TIMELINE.set(false);
+        }
+    }
+    WITHOUT_TIMELINE.set(true);
+    let _reset = Reset;
+    serde_json::to_string(incident)
 }
 
 /// Filters for listing incidents.

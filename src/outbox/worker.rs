@@ -224,7 +224,8 @@ impl Worker {
 
     /// One pass over the incident's route.
     async fn deliver(&self, id: &str) -> bool {
-        let inc = match self.store.get_incident(id).await {
+        // Only its route is needed here; each sync reads it whole.
+        let inc = match self.store.get_incident_head(id).await {
             Ok(Some(inc)) => inc,
             // Gone (expired): nothing left to deliver.
             Ok(None) => return true,

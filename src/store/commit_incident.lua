@@ -17,6 +17,9 @@
 --          write can take the old contribution back
 -- ARGV[14] number of extra slots; KEYS after the members' are those slots, and
 -- ARGV[15..] per extra slot: its expected id or "", then "1" to point it at the incident
+-- KEYS[last] the incident's timeline list
+-- ARGV after the slots': timeline entries ever appended once these are (kept
+--   as `tl_total`), the most entries the list keeps, then the entries to append
 -- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
@@ -59,11 +62,19 @@ if old_gauge ~= ARGV[13] then
   count(old_gauge, -1)
   count(ARGV[13], 1)
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13])
+local timeline = KEYS[7 + 2 * members + extra]
+local tl = 15 + 2 * extra
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13], 'tl_total', ARGV[tl])
+if #ARGV >= tl + 2 then
+  redis.call('RPUSH', timeline, unpack(ARGV, tl + 2))
+  redis.call('LTRIM', timeline, -tonumber(ARGV[tl + 1]), -1)
+end
 if ARGV[12] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[12])
+  redis.call('PEXPIRE', timeline, ARGV[12])
 else
   redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', timeline)
 end
 for i = 0, members - 1 do
   local member, of_alert = KEYS[7 + 2 * i], KEYS[8 + 2 * i]

@@ -98,6 +98,10 @@ impl StateStore for Instrumented {
         timed!(self, "get_incident", self.inner.get_incident(id))
     }
 
+    async fn get_incident_head(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        timed!(self, "get_incident_head", self.inner.get_incident_head(id))
+    }
+
     async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError> {
         timed!(self, "commit_incident", self.inner.commit_incident(commit))
     }

@@ -240,6 +240,14 @@ pub trait StateStore: Send + Sync + 'static {
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
 
+    /// The incident to change it, or to read anything but its timeline: a
+    /// store keeping the timeline apart may leave out the entries it holds
+    /// (`timeline_dropped` then counts them, and committing appends only the
+    /// entries added since). The daemon's correlation reads incidents this way.
+    async fn get_incident_head(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        self.get_incident(id).await
+    }
+
     /// Writes an incident if nobody changed it since it was read; `Ok(false)`
     /// when somebody did (read again and retry).
     async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError>;

@@ -11,6 +11,12 @@
 //!   `{P}:member:RULE|FP` (alert → incident), `{P}:incidents` and `{P}:due`
 //!   (sorted sets by update time and next timer), `{P}:held` (alerts held by a
 //!   maintenance window), `{P}:heartbeats` (heartbeat name → last seen, ms).
+//!   `{P}:timeline:ID` is an incident's timeline, a list of JSON entries kept
+//!   apart from its document: an update appends what it adds, and the daemon's
+//!   own reads for an update (`get_incident_head`) leave it where it is. The
+//!   hash's `tl_total` counts the entries ever appended (the list keeps the
+//!   newest `MAX_TIMELINE`); a document without it is from before the split
+//!   and still carries its timeline, which its next update moves to the list.
 //!   They share the `{P}` hash tag so one Lua script can
 //!   commit an incident, its slot and membership atomically on Redis Cluster too;
 //!   incidents are far fewer than alerts, so one slot holds them.
@@ -148,25 +154,60 @@ impl RedisStore {
         format!("{{{}}}:{rest}", self.prefix)
     }
 
-    async fn load_incidents(&self, ids: &[String]) -> Result<Vec<Option<Incident>>, StoreError> {
+    /// Incidents `ids`; with `timeline`, their whole timeline, otherwise
+    /// none of it (`timeline_dropped` then counts all of it).
+    async fn load_incidents(
+        &self,
+        ids: &[String],
+        timeline: bool,
+    ) -> Result<Vec<Option<Incident>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hget(self.inc_key(&format!("incident:{id}")), "doc");
+            pipe.hmget(
+                self.inc_key(&format!("incident:{id}")),
+                &["doc", "tl_total"],
+            );
+            if timeline {
+                pipe.lrange(self.inc_key(&format!("timeline:{id}")), 0, -1);
+            }
         }
         let mut conn = self.conn.clone();
-        let docs: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        docs.into_iter()
-            .map(|d| {
-                d.map(|d| {
-                    serde_json::from_str(&d)
-                        .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
-                })
-                .transpose()
-            })
-            .collect()
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        for _ in ids {
+            let (doc, total): (Option<Vec<u8>>, Option<u64>) =
+                redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+                    .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
+            let entries: Vec<Vec<u8>> = if timeline {
+                redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+                    .map_err(|e| StoreError::Corrupt(format!("incident timeline: {e}")))?
+            } else {
+                Vec::new()
+            };
+            let Some(doc) = doc else {
+                out.push(None);
+                continue;
+            };
+            let mut inc: Incident = serde_json::from_slice(&doc)
+                .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
+            // Without `tl_total` the document predates the list and holds its
+            // timeline itself: none of it is in the list yet.
+            if let Some(total) = total {
+                inc.timeline = entries
+                    .iter()
+                    .map(|e| serde_json::from_slice(e))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Corrupt(format!("incident timeline: {e}")))?;
+                inc.timeline_stored = inc.timeline.len();
+                inc.timeline_dropped = total.saturating_sub(inc.timeline.len() as u64);
+            }
+            out.push(Some(inc));
+        }
+        Ok(out)
     }
 
     fn batch_pipeline(
@@ -480,7 +521,7 @@ impl StateStore for RedisStore {
         let mut wanted: Vec<String> = ids.iter().flatten().chain(slot.iter()).cloned().collect();
         wanted.sort();
         wanted.dedup();
-        let loaded = self.load_incidents(&wanted).await?;
+        let loaded = self.load_incidents(&wanted, false).await?;
         let incidents = wanted
             .into_iter()
             .zip(loaded)
@@ -506,7 +547,7 @@ impl StateStore for RedisStore {
         let mut wanted: Vec<String> = slots.iter().flatten().cloned().collect();
         wanted.sort();
         wanted.dedup();
-        let loaded = self.load_incidents(&wanted).await?;
+        let loaded = self.load_incidents(&wanted, false).await?;
         let incidents = wanted
             .into_iter()
             .zip(loaded)
@@ -517,7 +558,15 @@ impl StateStore for RedisStore {
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
         Ok(self
-            .load_incidents(&[id.to_string()])
+            .load_incidents(&[id.to_string()], true)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    async fn get_incident_head(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        Ok(self
+            .load_incidents(&[id.to_string()], false)
             .await?
             .pop()
             .flatten())
@@ -525,7 +574,8 @@ impl StateStore for RedisStore {
 
     async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
         let inc = c.incident;
-        let doc = serde_json::to_string(inc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let doc = crate::incident::to_json_without_timeline(inc)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (bind, slot_key, expected_slot) = match c.bind {
             Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
             None => ("0", "slot:".to_string(), ""),
@@ -546,6 +596,7 @@ impl StateStore for RedisStore {
         for slot in c.slots {
             invocation.key(self.inc_key(&format!("slot:{}", slot.key)));
         }
+        invocation.key(self.inc_key(&format!("timeline:{}", inc.id)));
         invocation
             .arg(c.expected_version)
             .arg(inc.version)
@@ -577,6 +628,13 @@ impl StateStore for RedisStore {
                 .arg(slot.expected.unwrap_or(""))
                 .arg(if slot.set { "1" } else { "0" });
         }
+        invocation
+            .arg(inc.timeline_total())
+            .arg(crate::incident::MAX_TIMELINE);
+        for entry in inc.timeline_added() {
+            invocation
+                .arg(serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
         let mut conn = self.conn.clone();
         // `invoke_async` loads the script itself when Redis answers NOSCRIPT.
         let written: i64 = invocation
@@ -604,7 +662,7 @@ impl StateStore for RedisStore {
             }
             start += LIST_CHUNK;
             let mut gone = Vec::new();
-            for (id, inc) in ids.iter().zip(self.load_incidents(&ids).await?) {
+            for (id, inc) in ids.iter().zip(self.load_incidents(&ids, true).await?) {
                 match inc {
                     Some(inc)
                         if query.matches(&inc)

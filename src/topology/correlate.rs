@@ -341,7 +341,7 @@ impl Engine {
         if work.current(id).is_some() {
             return Ok(true);
         }
-        match self.store().get_incident(id).await? {
+        match self.store().get_incident_head(id).await? {
             Some(inc) => {
                 work.loaded.insert(id.to_string(), inc);
                 Ok(true)
