@@ -4,8 +4,11 @@
 //!
 //! The stream: `--distinct` alert identities spread over services and
 //! instances; each send is a repeat of an alert already sent (`--dup-ratio`), a
-//! resolve (`--resolve-ratio`), or a new firing alert; every `--storm-every-s`
-//! seconds a burst of `--storm-size` new alerts (new instances, spread over the
+//! resolve (`--resolve-ratio`), or a new firing alert. A repeat of a resolved
+//! alert fires it again with a new `startsAt`, as Prometheus does (with the old
+//! one incidentd takes it for an out-of-date resend, stale, which costs it
+//! little). Every `--storm-every-s` seconds a burst of `--storm-size` new
+//! alerts (new instances, spread over the
 //! services and the four alert names) arrives at once. Storm alerts are never
 //! resolved, so the target's state grows over a long run, as in an outage that
 //! keeps widening. It runs at `--rate` alerts/s, or flat out with `--rate 0`.
@@ -101,6 +104,20 @@ struct Args {
     /// Kafka mode: how often a latency probe is produced.
     #[arg(long, default_value_t = 200)]
     probe_every_ms: u64,
+    /// Also write every measured request as CSV here (`sent_at_us,latency_us,storm`,
+    /// `sent_at_us` from the start of the run), to see when the slow ones happen.
+    #[arg(long)]
+    samples: Option<std::path::PathBuf>,
+}
+
+/// One measured request.
+struct Sample {
+    /// When it was sent, from the start of the run.
+    at_us: u64,
+    /// Send → answer (HTTP) or produce → persisted (Kafka probe).
+    us: u64,
+    /// Part of a storm burst (HTTP only).
+    storm: bool,
 }
 
 #[derive(Serialize)]
@@ -135,26 +152,73 @@ struct Stream {
     distinct: u64,
     dup_ratio: f64,
     resolve_ratio: f64,
+    /// Per distinct alert: its last send was a resolve.
+    resolved: Vec<bool>,
+    /// Per distinct alert: when it fired again after a resolve (`None`: the
+    /// run's start). Prometheus gives an alert firing again a new `startsAt`;
+    /// resent with the old one it would be an out-of-date repeat (stale).
+    refired_at: Vec<Option<String>>,
+}
+
+/// One alert of a request.
+#[derive(Clone)]
+struct Send {
+    n: u64,
+    firing: bool,
+    /// Its `startsAt`, unless it is the run's start.
+    starts: Option<String>,
 }
 
 impl Stream {
-    /// (alert number, firing?)
-    fn next(&mut self) -> (u64, bool) {
+    fn new(args: &Args) -> Self {
+        let distinct = usize::try_from(args.distinct).unwrap_or(usize::MAX);
+        Stream {
+            rng: fastrand::Rng::with_seed(args.seed),
+            sent: 0,
+            distinct: args.distinct,
+            dup_ratio: args.dup_ratio,
+            resolve_ratio: args.resolve_ratio,
+            resolved: vec![false; distinct],
+            refired_at: vec![None; distinct],
+        }
+    }
+
+    /// The next alert to send at `now`: a resolve, a repeat (firing again
+    /// after a resolve, with a new `startsAt`) or a new alert.
+    fn next(&mut self, now: &str) -> Send {
         let seen = self.sent.min(self.distinct);
         let roll = self.rng.f64();
         if seen > 0 && roll < self.resolve_ratio {
-            return (self.rng.u64(0..seen), false);
+            let n = self.rng.u64(0..seen);
+            self.resolved[n as usize] = true;
+            return self.send(n, false);
         }
         if seen > 0 && (roll < self.resolve_ratio + self.dup_ratio || self.sent >= self.distinct) {
-            return (self.rng.u64(0..seen), true);
+            let n = self.rng.u64(0..seen);
+            if std::mem::take(&mut self.resolved[n as usize]) {
+                self.refired_at[n as usize] = Some(now.to_string());
+            }
+            return self.send(n, true);
         }
         self.sent += 1;
-        (self.sent - 1, true)
+        self.send(self.sent - 1, true)
     }
 
-    fn fresh(&mut self) -> u64 {
+    fn send(&self, n: u64, firing: bool) -> Send {
+        let starts = usize::try_from(n)
+            .ok()
+            .and_then(|i| self.refired_at.get(i).cloned().flatten());
+        Send { n, firing, starts }
+    }
+
+    /// A new alert (storms: never resolved).
+    fn fresh(&mut self) -> Send {
         self.sent += 1;
-        self.sent - 1
+        Send {
+            n: self.sent - 1,
+            firing: true,
+            starts: None,
+        }
     }
 }
 
@@ -177,30 +241,30 @@ fn labels(n: u64) -> Value {
     })
 }
 
-fn body(kind: Kind, alerts: &[(u64, bool)], starts: &str, now: &str) -> Value {
+fn body(kind: Kind, alerts: &[Send], starts: &str, now: &str) -> Value {
     match kind {
         Kind::Incidentd => json!({
             "version": "4", "status": "firing", "receiver": "load",
-            "alerts": alerts.iter().map(|(n, firing)| json!({
-                "status": if *firing { "firing" } else { "resolved" },
-                "labels": labels(*n),
+            "alerts": alerts.iter().map(|a| json!({
+                "status": if a.firing { "firing" } else { "resolved" },
+                "labels": labels(a.n),
                 "annotations": {"summary": "load test alert"},
-                "startsAt": starts,
-                "endsAt": if *firing { "0001-01-01T00:00:00Z" } else { now },
+                "startsAt": a.starts.as_deref().unwrap_or(starts),
+                "endsAt": if a.firing { "0001-01-01T00:00:00Z" } else { now },
                 "generatorURL": "http://prometheus:9090/graph",
             })).collect::<Vec<_>>(),
         }),
         Kind::Alertmanager => Value::Array(
             alerts
                 .iter()
-                .map(|(n, firing)| {
+                .map(|s| {
                     let mut a = json!({
-                        "labels": labels(*n),
+                        "labels": labels(s.n),
                         "annotations": {"summary": "load test alert"},
-                        "startsAt": starts,
+                        "startsAt": s.starts.as_deref().unwrap_or(starts),
                         "generatorURL": "http://prometheus:9090/graph",
                     });
-                    if !*firing {
+                    if !s.firing {
                         a["endsAt"] = json!(now);
                     }
                     a
@@ -349,15 +413,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let stream = Arc::new(Mutex::new(Stream {
-        rng: fastrand::Rng::with_seed(args.seed),
-        sent: 0,
-        distinct: args.distinct,
-        dup_ratio: args.dup_ratio,
-        resolve_ratio: args.resolve_ratio,
-    }));
-    // (second of the run it was sent in, µs)
-    let latencies = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let stream = Arc::new(Mutex::new(Stream::new(&args)));
+    let latencies = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let (sent, errors, requests) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -415,18 +472,18 @@ async fn main() -> std::process::ExitCode {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let elapsed_s = started.elapsed().as_secs();
-                let alerts: Vec<(u64, bool)> = {
+                let now_s = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let (alerts, storm): (Vec<Send>, bool) = {
                     let mut s = stream.lock().await;
                     let storm_due = args.storm_every_s > 0
                         && elapsed_s / args.storm_every_s > last_storm.load(Ordering::Relaxed);
                     if storm_due {
                         last_storm.store(elapsed_s / args.storm_every_s, Ordering::Relaxed);
-                        (0..args.storm_size).map(|_| (s.fresh(), true)).collect()
+                        ((0..args.storm_size).map(|_| s.fresh()).collect(), true)
                     } else {
-                        (0..args.batch).map(|_| s.next()).collect()
+                        ((0..args.batch).map(|_| s.next(&now_s)).collect(), false)
                     }
                 };
-                let now_s = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 for chunk in alerts.chunks(args.batch.max(1)) {
                     let payload = body(args.kind, chunk, &starts, &now_s);
                     let t = Instant::now();
@@ -445,7 +502,11 @@ async fn main() -> std::process::ExitCode {
                         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         // Kafka mode: the probes measure latency instead.
                         if kafka.is_none() {
-                            latencies.lock().await.push((elapsed_s, us));
+                            latencies.lock().await.push(Sample {
+                                at_us: t.duration_since(started).as_micros() as u64,
+                                us,
+                                storm,
+                            });
                         }
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -466,9 +527,13 @@ async fn main() -> std::process::ExitCode {
             while Instant::now() < deadline {
                 n += 1;
                 let t = Instant::now();
-                let second = started.elapsed().as_secs();
+                let at_us = t.duration_since(started).as_micros() as u64;
                 if let Some(d) = k.probe(&format!("{run}-{n}"), None, &starts).await {
-                    latencies.lock().await.push((second, d.as_micros() as u64));
+                    latencies.lock().await.push(Sample {
+                        at_us,
+                        us: d.as_micros() as u64,
+                        storm: false,
+                    });
                 }
                 tokio::time::sleep(every.saturating_sub(t.elapsed())).await;
             }
@@ -501,8 +566,8 @@ async fn main() -> std::process::ExitCode {
     let elapsed = started.elapsed().as_secs_f64();
     let samples = std::mem::take(&mut *latencies.lock().await);
     let mut by_minute: Vec<Vec<u64>> = Vec::new();
-    for &(second, us) in &samples {
-        let m = (second / 60) as usize;
+    for &Sample { at_us, us, .. } in &samples {
+        let m = (at_us / 60_000_000) as usize;
         if by_minute.len() <= m {
             by_minute.resize_with(m + 1, Vec::new);
         }
@@ -530,7 +595,7 @@ async fn main() -> std::process::ExitCode {
         } else {
             "send_to_2xx"
         },
-        latency_ms: percentiles(samples.iter().map(|&(_, us)| us).collect()),
+        latency_ms: percentiles(samples.iter().map(|s| s.us).collect()),
         latency_ms_by_minute,
         rss_kib: rss.lock().await.clone(),
     };
@@ -570,6 +635,16 @@ async fn main() -> std::process::ExitCode {
             );
         }
     }
+    if let Some(path) = &args.samples {
+        let mut csv = String::from("sent_at_us,latency_us,storm\n");
+        for s in &samples {
+            csv.push_str(&format!("{},{},{}\n", s.at_us, s.us, u8::from(s.storm)));
+        }
+        if let Err(e) = std::fs::write(path, csv) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     if let Some(path) = &args.json
         && let Err(e) = std::fs::write(path, &json)
@@ -578,4 +653,42 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resolved_alert_fires_again_with_a_new_starts_at_and_keeps_it_until_resolved() {
+        let args = Args::parse_from([
+            "incidentd-load",
+            "--url",
+            "http://127.0.0.1:1",
+            "--distinct",
+            "5",
+            "--resolve-ratio",
+            "0.3",
+        ]);
+        let mut stream = Stream::new(&args);
+        let mut last: std::collections::HashMap<u64, Send> = Default::default();
+        let mut refired = 0;
+        for i in 0..2_000 {
+            let now = format!("2026-11-27T00:00:{:02}.{:03}Z", i / 1000, i % 1000);
+            let send = stream.next(&now);
+            if let Some(prev) = last.get(&send.n) {
+                if send.firing && !prev.firing {
+                    refired += 1;
+                    assert_eq!(send.starts.as_deref(), Some(now.as_str()));
+                } else {
+                    // The same episode: firing repeats and its resolve keep it.
+                    assert_eq!(send.starts, prev.starts);
+                }
+            } else {
+                assert_eq!(send.starts, None, "a new alert starts with the run");
+            }
+            last.insert(send.n, send);
+        }
+        assert!(refired > 50, "only {refired} alerts fired again");
+    }
 }
