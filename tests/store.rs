@@ -61,10 +61,16 @@ fn redis_cluster(test: &str, retention: Duration) -> SharedStore {
 }
 
 fn redis_at(url: String, test: &str, retention: Duration) -> SharedStore {
+    redis_on_prefix(url, common::unique_prefix(test), retention)
+}
+
+/// A Redis store on keys under `prefix` (two of them on one prefix are two
+/// daemon instances sharing state).
+fn redis_on_prefix(url: String, prefix: String, retention: Duration) -> SharedStore {
     Arc::new(
         RedisStore::new(&RedisOptions {
             url,
-            key_prefix: common::unique_prefix(test),
+            key_prefix: prefix,
             resolved_retention: retention,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
@@ -305,18 +311,7 @@ both_stores!(
 async fn two_redis_stores_on_one_prefix_share_state_and_counts_add_up() {
     // Two daemon instances are two independent connections on the same keys.
     let prefix = common::unique_prefix("shared");
-    let open = || {
-        Arc::new(
-            RedisStore::new(&RedisOptions {
-                url: common::redis_url(),
-                key_prefix: prefix.clone(),
-                resolved_retention: DAY,
-                connect_timeout: Duration::from_secs(1),
-                response_timeout: Duration::from_secs(2),
-            })
-            .unwrap(),
-        ) as SharedStore
-    };
+    let open = || redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
     let (one, two) = (open(), open());
     let batch: Vec<Alert> = (0..50)
         .map(|i| alert(&format!("a{i}"), Status::Firing, 0))
@@ -622,16 +617,7 @@ both_stores!(
 async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documents_timeline_on_its_next_write()
  {
     let prefix = common::unique_prefix("timeline-layout");
-    let store: SharedStore = Arc::new(
-        RedisStore::new(&RedisOptions {
-            url: common::redis_url(),
-            key_prefix: prefix.clone(),
-            resolved_retention: DAY,
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(2),
-        })
-        .unwrap(),
-    );
+    let store = redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
     let mut conn = redis::Client::open(common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
