@@ -672,3 +672,66 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
     assert_eq!(head.timeline_dropped, 3);
     assert_eq!(head.title, old.title);
 }
+
+/// After a Redis restart a batch's `EVALSHA`s fail with `NOSCRIPT` while its
+/// `ZADD`s to the alert index succeed; the batch is retried a moment later. A
+/// listing in between sees index entries without their alert hash. It must not
+/// prune those (the retried write would then be missing from every listing),
+/// only entries older than the retention, whose alerts really expired.
+#[tokio::test]
+async fn redis_listing_keeps_index_entries_of_alerts_being_written_and_prunes_expired_ones() {
+    let prefix = common::unique_prefix("index-prune");
+    let store = redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
+    let mut conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let index = format!("{prefix}:alerts");
+    let in_flight = alert("InFlight", Status::Firing, 0);
+    let now_ms = Utc::now().timestamp_millis();
+    let expired_ms = now_ms - 2 * 86_400_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(&index)
+        .arg(now_ms)
+        .arg(&in_flight.fingerprint)
+        .arg(expired_ms)
+        .arg("long-gone")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let everything = AlertQuery {
+        status: None,
+        limit: 100,
+    };
+    let listed = store.list_alerts(&everything).await.unwrap();
+    assert!(listed.is_empty());
+    let score = |fp: String| {
+        let mut conn = conn.clone();
+        let index = index.clone();
+        async move {
+            redis::cmd("ZSCORE")
+                .arg(&index)
+                .arg(fp)
+                .query_async::<Option<f64>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        score(in_flight.fingerprint.clone()).await,
+        Some(now_ms as f64),
+        "an alert being written lost its index entry"
+    );
+    assert_eq!(score("long-gone".into()).await, None);
+
+    // The retried batch lands: the alert is listed.
+    store
+        .record_alerts(std::slice::from_ref(&in_flight), t(0))
+        .await
+        .unwrap();
+    let listed = store.list_alerts(&everything).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fingerprint, in_flight.fingerprint);
+}

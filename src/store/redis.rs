@@ -56,6 +56,15 @@ const TAKE_LEASE: &str = "local h = redis.call('GET', KEYS[1]) if h and h ~= ARG
 /// Drops a lease only if its owner still holds it.
 const DROP_LEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Drops index entries (ARGV: fingerprint, score pairs) whose score is still
+/// the one the caller read: an alert recorded again since then keeps its entry.
+const PRUNE_INDEX: &str = "local n = 0 for i = 1, #ARGV, 2 do local s = redis.call('ZSCORE', KEYS[1], ARGV[i]) if s and tonumber(s) == tonumber(ARGV[i + 1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end end return n";
+/// An index entry without its alert hash is pruned only once it is older than
+/// the resolved retention plus this much. A younger one can be a write in
+/// flight: a batch's `ZADD`s also run when its scripts fail with `NOSCRIPT`
+/// (just after a Redis restart) and are retried a moment later, and pruning
+/// such an entry in between would hide that alert from every listing.
+const PRUNE_MARGIN_MS: i64 = 60_000;
 /// Keeps the later of the stored and the given last-seen time of a heartbeat.
 const HEARTBEAT_SEEN: &str = "local c = redis.call('HGET', KEYS[1], ARGV[1]) if (not c) or tonumber(c) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
 /// Membership of an alert in an incident outlives quiet periods by this much.
@@ -83,6 +92,7 @@ pub struct RedisStore {
     script: Script,
     explain: Script,
     commit: Script,
+    prune: Script,
     prefix: String,
     retention_ms: u64,
     closed_retention_ms: u64,
@@ -129,6 +139,7 @@ impl RedisStore {
             script: Script::new(RECORD_ALERT),
             explain: Script::new(SET_EXPLAIN),
             commit: Script::new(COMMIT_INCIDENT),
+            prune: Script::new(PRUNE_INDEX),
             prefix: opts.key_prefix.clone(),
             retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
             closed_retention_ms: 30 * 24 * 3600 * 1000,
@@ -432,27 +443,36 @@ impl StateStore for RedisStore {
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError> {
         let mut conn = self.conn.clone();
         let index = self.index_key();
+        let prune_before = Utc::now().timestamp_millis()
+            - i64::try_from(self.retention_ms).unwrap_or(i64::MAX / 2)
+            - PRUNE_MARGIN_MS;
         let mut out = Vec::new();
         let mut start: isize = 0;
         while out.len() < query.limit {
-            let fps: Vec<String> = conn
-                .zrevrange(&index, start, start + LIST_CHUNK - 1)
+            let entries: Vec<(String, f64)> = conn
+                .zrevrange_withscores(&index, start, start + LIST_CHUNK - 1)
                 .await
                 .map_err(unavailable)?;
-            if fps.is_empty() {
+            if entries.is_empty() {
                 break;
             }
             start += LIST_CHUNK;
             let mut pipe = redis::pipe();
-            for fp in &fps {
+            for (fp, _) in &entries {
                 pipe.hgetall(self.alert_key(fp));
             }
             let hashes: Vec<HashMap<String, String>> =
                 pipe.query_async(&mut conn).await.map_err(unavailable)?;
-            let mut gone = Vec::new();
-            for (fp, fields) in fps.iter().zip(hashes) {
+            let mut expired = self.prune.key(&index);
+            let mut pruning = 0;
+            for ((fp, score), fields) in entries.iter().zip(hashes) {
                 if fields.is_empty() {
-                    gone.push(fp.clone());
+                    // Scores are whole milliseconds, exact in an f64.
+                    let score = *score as i64;
+                    if score < prune_before {
+                        expired.arg(fp).arg(score);
+                        pruning += 1;
+                    }
                     continue;
                 }
                 let state = decode_state(fp, &fields)?;
@@ -460,10 +480,10 @@ impl StateStore for RedisStore {
                     out.push(state);
                 }
             }
-            if !gone.is_empty() {
+            if pruning > 0 {
                 // Expired alerts: drop them from the index so listings stay cheap.
-                let _: () = conn.zrem(&index, &gone).await.map_err(unavailable)?;
-                start -= gone.len() as isize;
+                let removed: isize = expired.invoke_async(&mut conn).await.map_err(unavailable)?;
+                start -= removed;
             }
         }
         Ok(out)
