@@ -26,6 +26,8 @@ pub struct Metrics {
     pub incident_changes: IntCounterVec,
     /// Incident writes that lost a race with another writer and were retried.
     pub incident_conflicts: IntCounter,
+    /// Repeats handled by moving their open incidents' activity time only.
+    pub alert_repeats_touched: IntCounter,
     pub rules_loaded: IntGauge,
     /// Rule reloads by result (success, failure).
     pub rules_reloads: IntCounterVec,
@@ -199,6 +201,10 @@ impl Metrics {
             "incidentd_incident_write_conflicts_total",
             "Incident writes retried because another writer changed the incident first.",
         )?;
+        let alert_repeats_touched = IntCounter::new(
+            "incidentd_alert_repeats_touched_total",
+            "Repeated alerts whose open incidents only had their activity time moved (not read and rewritten).",
+        )?;
         let rules_loaded = IntGauge::new("incidentd_rules_loaded", "Rules in force.")?;
         let rules_reloads = IntCounterVec::new(
             Opts::new("incidentd_rules_reloads_total", "Rule reloads, by result."),
@@ -253,6 +259,7 @@ impl Metrics {
         registry.register(Box::new(alerts_in_maintenance.clone()))?;
         registry.register(Box::new(incident_changes.clone()))?;
         registry.register(Box::new(incident_conflicts.clone()))?;
+        registry.register(Box::new(alert_repeats_touched.clone()))?;
         registry.register(Box::new(rules_loaded.clone()))?;
         registry.register(Box::new(rules_reloads.clone()))?;
         registry.register(Box::new(alerts_received.clone()))?;
@@ -275,6 +282,7 @@ impl Metrics {
             alerts_in_maintenance,
             incident_changes,
             incident_conflicts,
+            alert_repeats_touched,
             rules_loaded,
             rules_reloads,
             deliveries,

@@ -735,3 +735,130 @@ async fn redis_listing_keeps_index_entries_of_alerts_being_written_and_prunes_ex
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].fingerprint, in_flight.fingerprint);
 }
+
+both_stores!(
+    a_touch_moves_only_an_open_incidents_activity_time_and_a_racing_commit_keeps_it,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::incident::IncidentState;
+        let mut inc = common::sample_incident("touched");
+        inc.last_activity = t(0);
+        commit_next(&s, &inc).await;
+        // A writer reads it before the touch and commits after.
+        let read_before = s.get_incident_head("touched").await.unwrap().unwrap();
+
+        let ids = ["touched".to_string(), "missing".to_string()];
+        assert_eq!(
+            s.touch_incidents(&ids, t(100)).await.unwrap(),
+            [true, false]
+        );
+        let touched = s.get_incident_head("touched").await.unwrap().unwrap();
+        assert_eq!(touched.last_activity, t(100));
+        assert_eq!(touched.version, inc.version, "a touch is not a new version");
+        // An older touch does not move it back.
+        s.touch_incidents(&ids[..1], t(50)).await.unwrap();
+        assert_eq!(
+            s.get_incident("touched")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_activity,
+            t(100)
+        );
+
+        let mut changed = read_before;
+        changed.version += 1;
+        changed.title = "changed meanwhile".into();
+        commit_next(&s, &changed).await;
+        let after = s.get_incident("touched").await.unwrap().unwrap();
+        assert_eq!(after.title, "changed meanwhile");
+        assert_eq!(after.last_activity, t(100), "the commit lost the touch");
+
+        let mut closed = after;
+        closed.version += 1;
+        closed.state = IncidentState::Closed;
+        closed.closed_at = Some(t(101));
+        commit_next(&s, &closed).await;
+        assert_eq!(s.touch_incidents(&ids[..1], t(200)).await.unwrap(), [false]);
+        assert_eq!(
+            s.get_incident("touched")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_activity,
+            t(100)
+        );
+    }
+);
+
+both_stores!(
+    a_repeat_after_the_refresh_interval_moves_its_open_incidents_window_without_rewriting_it,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::incident::engine::Engine;
+        use incidentd::incident::{IncidentQuery, IncidentState};
+        use incidentd::ingest::Ingestor;
+        let rules = incidentd::rules::RuleSet::from_sources(&[(
+            "rules.yaml".into(),
+            "rules:\n  - name: per-alert\n    incident:\n      title: \"{{ labels.alertname }}\"\n      impact: low\n      urgency: low\n      group_by: [alertname]\n".into(),
+        )])
+        .unwrap();
+        let metrics =
+            Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
+        let engine = Arc::new(Engine::new(s.clone(), Arc::new(rules), metrics.clone()));
+        let ingestor = Ingestor::new(engine, metrics.clone());
+        let everything = IncidentQuery {
+            limit: 100,
+            ..IncidentQuery::default()
+        };
+        let a = alert("Repeated", Status::Firing, 0);
+        ingestor
+            .ingest("test", vec![a.clone()], t(0))
+            .await
+            .unwrap();
+        let opened = s.list_incidents(&everything).await.unwrap();
+        assert_eq!(opened.len(), 1);
+        let id = opened[0].id.clone();
+
+        // Within the refresh interval a repeat is not processed at all.
+        ingestor
+            .ingest("test", vec![a.clone()], t(10))
+            .await
+            .unwrap();
+        assert_eq!(metrics.alert_repeats_touched.get(), 0);
+        // After it, its incident's window slides, and nothing else changes.
+        ingestor
+            .ingest("test", vec![a.clone()], t(40))
+            .await
+            .unwrap();
+        assert_eq!(metrics.alert_repeats_touched.get(), 1);
+        let after = s.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(after.last_activity, t(40));
+        assert_eq!(after.version, opened[0].version);
+        assert_eq!(after.timeline, opened[0].timeline);
+
+        // A person closed it: the next repeat is processed in full (a new
+        // incident, linked to the closed one).
+        let mut closed = after;
+        closed.version += 1;
+        closed.state = IncidentState::Closed;
+        closed.closed_at = Some(t(50));
+        closed.closed_by = Some("a person".into());
+        commit_next(&s, &closed).await;
+        ingestor
+            .ingest("test", vec![a.clone()], t(90))
+            .await
+            .unwrap();
+        assert_eq!(metrics.alert_repeats_touched.get(), 1);
+        let now_open: Vec<_> = s
+            .list_incidents(&everything)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.state != IncidentState::Closed)
+            .collect();
+        assert_eq!(now_open.len(), 1);
+        assert_ne!(now_open[0].id, id);
+        assert_eq!(now_open[0].related, [id]);
+    }
+);

@@ -95,6 +95,39 @@ fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
             .all(|(e, d)| e.rule == *d.rule && (e.action != "incident" || e.incident_id.is_some()))
 }
 
+/// The incidents a repeat joined the last time it was processed, when it was
+/// processed into incidents under the same rules and is not held by a
+/// maintenance window now: moving those incidents' activity time is all that
+/// processing it again would do while they stay open. `None` otherwise.
+fn repeat_incidents<'a>(
+    rules: &RuleSet,
+    item: &Item<'a>,
+    now: DateTime<Utc>,
+) -> Option<Vec<&'a str>> {
+    let (Outcome::Duplicate { .. }, Some(prev)) = (item.outcome, item.previous) else {
+        return None;
+    };
+    if prev.rules.len() != item.decisions.len() {
+        return None;
+    }
+    let mut ids = Vec::new();
+    for (e, d) in prev.rules.iter().zip(item.decisions) {
+        if e.rule != *d.rule {
+            return None;
+        }
+        if let Action::Incident(_) = d.action {
+            ids.push(
+                e.incident_id
+                    .as_deref()
+                    .filter(|_| e.action == "incident")?,
+            );
+        }
+    }
+    let held =
+        item.alert.status == Status::Firing && rules.maintenance_at(item.alert, now).is_some();
+    (!ids.is_empty() && !held).then_some(ids)
+}
+
 /// What correlating one alert did, for the explanation.
 enum Correlated {
     Nothing,
@@ -256,6 +289,7 @@ impl Engine {
         items: &[Item<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let touched = self.touch_repeats(rules, items, now).await?;
         // Per alert: its explanation entries, some waiting for a group's result.
         let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
         let mut groups: Vec<Group> = Vec::new();
@@ -263,7 +297,7 @@ impl Engine {
         let mut topology_items: Vec<TopologyItem> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
-            if item.outcome == Outcome::Stale || still_explained(item, now) {
+            if item.outcome == Outcome::Stale || still_explained(item, now) || touched[i] {
                 continue;
             }
             let alert = item.alert;
@@ -450,6 +484,55 @@ impl Engine {
             ));
         }
         self.store.set_explains(&writes).await
+    }
+
+    /// Repeats older than [`REPEAT_REFRESH_S`] whose incidents are all still
+    /// open only move those incidents' activity time, in one store call for
+    /// the batch instead of a read and a write of each incident: with alerts
+    /// re-sent every few minutes, that is most of what a busy incident sees.
+    /// Per item, whether its touch handled it (its explanation is kept as it
+    /// was; the rest are processed in full).
+    async fn touch_repeats(
+        &self,
+        rules: &RuleSet,
+        items: &[Item<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let wanted: Vec<Option<Vec<&str>>> = items
+            .iter()
+            .map(|item| {
+                (!still_explained(item, now))
+                    .then(|| repeat_incidents(rules, item, now))
+                    .flatten()
+            })
+            .collect();
+        let mut ids: Vec<String> = wanted
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|id| id.to_string())
+            .collect();
+        if ids.is_empty() {
+            return Ok(vec![false; items.len()]);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let open = self.store.touch_incidents(&ids, now).await?;
+        let open: std::collections::HashSet<&str> = ids
+            .iter()
+            .zip(open)
+            .filter_map(|(id, open)| open.then_some(id.as_str()))
+            .collect();
+        let touched: Vec<bool> = wanted
+            .iter()
+            .map(|w| {
+                w.as_ref()
+                    .is_some_and(|ids| ids.iter().all(|id| open.contains(id)))
+            })
+            .collect();
+        let n = touched.iter().filter(|t| **t).count();
+        self.metrics.alert_repeats_touched.inc_by(n as u64);
+        Ok(touched)
     }
 
     /// A resolved alert also resolves in the incidents it joined under rules it

@@ -102,6 +102,14 @@ impl StateStore for Instrumented {
         timed!(self, "get_incident_head", self.inner.get_incident_head(id))
     }
 
+    async fn touch_incidents(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        timed!(self, "touch_incidents", self.inner.touch_incidents(ids, at))
+    }
+
     async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError> {
         timed!(self, "commit_incident", self.inner.commit_incident(commit))
     }

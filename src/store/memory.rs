@@ -268,8 +268,32 @@ impl StateStore for MemoryStore {
             inc.due.insert((due, id.clone()));
             inc.due_of.insert(id.clone(), due);
         }
-        inc.by_id.insert(id.clone(), c.incident.clone());
+        let mut doc = c.incident.clone();
+        if let Some(prev) = inc.by_id.get(id) {
+            // The version matched: `prev` is what the writer read, but for the
+            // activity time a touch may have moved since.
+            doc.last_activity = doc.last_activity.max(prev.last_activity);
+        }
+        inc.by_id.insert(id.clone(), doc);
         Ok(true)
+    }
+
+    async fn touch_incidents(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut inc = self.incidents()?;
+        Ok(ids
+            .iter()
+            .map(|id| match inc.by_id.get_mut(id) {
+                Some(i) if i.state.is_open() => {
+                    i.last_activity = i.last_activity.max(at);
+                    true
+                }
+                _ => false,
+            })
+            .collect())
     }
 
     async fn list_incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {

@@ -248,6 +248,18 @@ pub trait StateStore: Send + Sync + 'static {
         self.get_incident(id).await
     }
 
+    /// Moves the activity time (`last_activity`) of each of `ids` that is
+    /// open to `at`, without reading or rewriting the incident and without a
+    /// new version: a repeat of a member alert changes nothing else, and
+    /// repeats are the bulk of what monitoring sends. A later read sees the
+    /// later of the document's and the touched time, so a commit racing a
+    /// touch loses neither. Per id, whether it was open and touched.
+    async fn touch_incidents(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError>;
+
     /// Writes an incident if nobody changed it since it was read; `Ok(false)`
     /// when somebody did (read again and retry).
     async fn commit_incident(&self, commit: &IncidentCommit<'_>) -> Result<bool, StoreError>;

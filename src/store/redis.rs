@@ -56,6 +56,10 @@ const TAKE_LEASE: &str = "local h = redis.call('GET', KEYS[1]) if h and h ~= ARG
 /// Drops a lease only if its owner still holds it.
 const DROP_LEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Moves the activity time of each open incident (KEYS: their hashes) to
+/// ARGV[1] (ms) in its `touched` field, which reads merge into the document;
+/// per key 1 when open and touched. `gauge` starts with "1:" while open.
+const TOUCH_INCIDENTS: &str = "local out = {} for i, key in ipairs(KEYS) do local f = redis.call('HMGET', key, 'gauge', 'touched') if f[1] and string.sub(f[1], 1, 2) == '1:' then if (not f[2]) or tonumber(f[2]) < tonumber(ARGV[1]) then redis.call('HSET', key, 'touched', ARGV[1]) end out[i] = 1 else out[i] = 0 end end return out";
 /// Drops index entries (ARGV: fingerprint, score pairs) whose score is still
 /// the one the caller read: an alert recorded again since then keeps its entry.
 const PRUNE_INDEX: &str = "local n = 0 for i = 1, #ARGV, 2 do local s = redis.call('ZSCORE', KEYS[1], ARGV[i]) if s and tonumber(s) == tonumber(ARGV[i + 1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end end return n";
@@ -93,6 +97,7 @@ pub struct RedisStore {
     explain: Script,
     commit: Script,
     prune: Script,
+    touch: Script,
     prefix: String,
     retention_ms: u64,
     closed_retention_ms: u64,
@@ -140,6 +145,7 @@ impl RedisStore {
             explain: Script::new(SET_EXPLAIN),
             commit: Script::new(COMMIT_INCIDENT),
             prune: Script::new(PRUNE_INDEX),
+            touch: Script::new(TOUCH_INCIDENTS),
             prefix: opts.key_prefix.clone(),
             retention_ms: u64::try_from(opts.resolved_retention.as_millis()).unwrap_or(u64::MAX),
             closed_retention_ms: 30 * 24 * 3600 * 1000,
@@ -179,7 +185,7 @@ impl RedisStore {
         for id in ids {
             pipe.hmget(
                 self.inc_key(&format!("incident:{id}")),
-                &["doc", "tl_total"],
+                &["doc", "tl_total", "touched"],
             );
             if timeline {
                 pipe.lrange(self.inc_key(&format!("timeline:{id}")), 0, -1);
@@ -190,7 +196,7 @@ impl RedisStore {
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(ids.len());
         for _ in ids {
-            let (doc, total): (Option<Vec<u8>>, Option<u64>) =
+            let (doc, total, touched): (Option<Vec<u8>>, Option<u64>, Option<i64>) =
                 redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
                     .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
             let entries: Vec<Vec<u8>> = if timeline {
@@ -205,6 +211,9 @@ impl RedisStore {
             };
             let mut inc: Incident = serde_json::from_slice(&doc)
                 .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
+            if let Some(at) = touched.and_then(|ms| Utc.timestamp_millis_opt(ms).single()) {
+                inc.last_activity = inc.last_activity.max(at);
+            }
             // Without `tl_total` the document predates the list and holds its
             // timeline itself: none of it is in the list yet.
             if let Some(total) = total {
@@ -590,6 +599,27 @@ impl StateStore for RedisStore {
             .await?
             .pop()
             .flatten())
+    }
+
+    async fn touch_incidents(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.touch.prepare_invoke();
+        for id in ids {
+            invocation.key(self.inc_key(&format!("incident:{id}")));
+        }
+        invocation.arg(at.timestamp_millis());
+        let mut conn = self.conn.clone();
+        let touched: Vec<i64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(touched.into_iter().map(|t| t == 1).collect())
     }
 
     async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
