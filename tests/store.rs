@@ -79,6 +79,21 @@ fn redis_on_prefix(url: String, prefix: String, retention: Duration) -> SharedSt
     )
 }
 
+/// A Redis store on a fresh prefix, and a plain connection to the same server
+/// for looking at (or planting) its keys: `(prefix, store, connection)`.
+async fn redis_and_raw_connection(
+    test: &str,
+) -> (String, SharedStore, redis::aio::MultiplexedConnection) {
+    let prefix = common::unique_prefix(test);
+    let store = redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
+    let conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (prefix, store, conn)
+}
+
 /// Runs one async test body against the memory store, a Redis server and a
 /// Redis Cluster.
 macro_rules! both_stores {
@@ -616,13 +631,7 @@ both_stores!(
 #[tokio::test]
 async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documents_timeline_on_its_next_write()
  {
-    let prefix = common::unique_prefix("timeline-layout");
-    let store = redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
-    let mut conn = redis::Client::open(common::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (prefix, store, mut conn) = redis_and_raw_connection("timeline-layout").await;
     let key = |k: &str| format!("{{{prefix}}}:{k}");
 
     // Written by an earlier version: the timeline inside the document.
@@ -680,13 +689,7 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
 /// only entries older than the retention, whose alerts really expired.
 #[tokio::test]
 async fn redis_listing_keeps_index_entries_of_alerts_being_written_and_prunes_expired_ones() {
-    let prefix = common::unique_prefix("index-prune");
-    let store = redis_on_prefix(common::redis_url(), prefix.clone(), DAY);
-    let mut conn = redis::Client::open(common::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (prefix, store, mut conn) = redis_and_raw_connection("index-prune").await;
     let index = format!("{prefix}:alerts");
     let in_flight = alert("InFlight", Status::Firing, 0);
     let now_ms = Utc::now().timestamp_millis();
@@ -741,6 +744,16 @@ both_stores!(
     DAY,
     |s: SharedStore| async move {
         use incidentd::incident::IncidentState;
+        let activity = |s: &SharedStore| {
+            let s = s.clone();
+            async move {
+                s.get_incident("touched")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .last_activity
+            }
+        };
         let mut inc = common::sample_incident("touched");
         inc.last_activity = t(0);
         commit_next(&s, &inc).await;
@@ -757,14 +770,7 @@ both_stores!(
         assert_eq!(touched.version, inc.version, "a touch is not a new version");
         // An older touch does not move it back.
         s.touch_incidents(&ids[..1], t(50)).await.unwrap();
-        assert_eq!(
-            s.get_incident("touched")
-                .await
-                .unwrap()
-                .unwrap()
-                .last_activity,
-            t(100)
-        );
+        assert_eq!(activity(&s).await, t(100));
 
         let mut changed = read_before;
         changed.version += 1;
@@ -780,14 +786,7 @@ both_stores!(
         closed.closed_at = Some(t(101));
         commit_next(&s, &closed).await;
         assert_eq!(s.touch_incidents(&ids[..1], t(200)).await.unwrap(), [false]);
-        assert_eq!(
-            s.get_incident("touched")
-                .await
-                .unwrap()
-                .unwrap()
-                .last_activity,
-            t(100)
-        );
+        assert_eq!(activity(&s).await, t(100));
     }
 );
 
