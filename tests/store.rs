@@ -790,22 +790,36 @@ both_stores!(
     }
 );
 
+/// An ingest path (one rule: an incident per alertname) over `s`, and its metrics.
+fn ingestor_on(
+    s: &SharedStore,
+) -> (
+    incidentd::ingest::Ingestor,
+    Arc<incidentd::metrics::Metrics>,
+) {
+    let rules = incidentd::rules::RuleSet::from_sources(&[(
+        "rules.yaml".into(),
+        "rules:\n  - name: per-alert\n    incident:\n      title: \"{{ labels.alertname }}\"\n      impact: low\n      urgency: low\n      group_by: [alertname]\n".into(),
+    )])
+    .unwrap();
+    let metrics = Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
+    let engine = Arc::new(incidentd::incident::engine::Engine::new(
+        s.clone(),
+        Arc::new(rules),
+        metrics.clone(),
+    ));
+    (
+        incidentd::ingest::Ingestor::new(engine, metrics.clone()),
+        metrics,
+    )
+}
+
 both_stores!(
     a_repeat_after_the_refresh_interval_moves_its_open_incidents_window_without_rewriting_it,
     DAY,
     |s: SharedStore| async move {
-        use incidentd::incident::engine::Engine;
         use incidentd::incident::{IncidentQuery, IncidentState};
-        use incidentd::ingest::Ingestor;
-        let rules = incidentd::rules::RuleSet::from_sources(&[(
-            "rules.yaml".into(),
-            "rules:\n  - name: per-alert\n    incident:\n      title: \"{{ labels.alertname }}\"\n      impact: low\n      urgency: low\n      group_by: [alertname]\n".into(),
-        )])
-        .unwrap();
-        let metrics =
-            Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
-        let engine = Arc::new(Engine::new(s.clone(), Arc::new(rules), metrics.clone()));
-        let ingestor = Ingestor::new(engine, metrics.clone());
+        let (ingestor, metrics) = ingestor_on(&s);
         let everything = IncidentQuery {
             limit: 100,
             ..IncidentQuery::default()
@@ -836,16 +850,27 @@ both_stores!(
         assert_eq!(after.version, opened[0].version);
         assert_eq!(after.timeline, opened[0].timeline);
 
+        // An hour after its last full pass, a repeat is processed in full again
+        // (renewing its membership, its explanation, ...).
+        ingestor
+            .ingest("test", vec![a.clone()], t(3_700))
+            .await
+            .unwrap();
+        assert_eq!(metrics.alert_repeats_touched.get(), 1);
+        let after = s.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(after.last_activity, t(3_700));
+        assert_eq!(after.version, opened[0].version + 1);
+
         // A person closed it: the next repeat is processed in full (a new
         // incident, linked to the closed one).
         let mut closed = after;
         closed.version += 1;
         closed.state = IncidentState::Closed;
-        closed.closed_at = Some(t(50));
+        closed.closed_at = Some(t(3_750));
         closed.closed_by = Some("a person".into());
         commit_next(&s, &closed).await;
         ingestor
-            .ingest("test", vec![a.clone()], t(90))
+            .ingest("test", vec![a.clone()], t(3_790))
             .await
             .unwrap();
         assert_eq!(metrics.alert_repeats_touched.get(), 1);
@@ -859,5 +884,50 @@ both_stores!(
         assert_eq!(now_open.len(), 1);
         assert_ne!(now_open[0].id, id);
         assert_eq!(now_open[0].related, [id]);
+    }
+);
+
+both_stores!(
+    a_status_change_whose_processing_failed_is_applied_when_the_alert_is_sent_again,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::incident::{IncidentQuery, IncidentState};
+        let (ingestor, metrics) = ingestor_on(&s);
+        let firing = alert("Retried", Status::Firing, 0);
+        ingestor
+            .ingest("test", vec![firing.clone()], t(0))
+            .await
+            .unwrap();
+        // The resolve is recorded, then processing it fails (the store went
+        // away): the alert's explanation is still the one of its firing.
+        let mut resolved = firing.clone();
+        resolved.status = Status::Resolved;
+        s.record_alerts(std::slice::from_ref(&resolved), t(100))
+            .await
+            .unwrap();
+        let again = s
+            .record_alerts(std::slice::from_ref(&resolved), t(100))
+            .await
+            .unwrap();
+        assert!(matches!(again[0].outcome, Outcome::Duplicate { .. }));
+        assert_eq!(again[0].previous, None, "an explanation of the old status");
+
+        // The sender tries again (a Kafka retry keeps the batch's time).
+        ingestor
+            .ingest("test", vec![resolved.clone()], t(100))
+            .await
+            .unwrap();
+        assert_eq!(metrics.alert_repeats_touched.get(), 0);
+        let incidents = s
+            .list_incidents(&IncidentQuery {
+                limit: 10,
+                ..IncidentQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(incidents.len(), 1);
+        let member = incidents[0].alert(&firing.fingerprint).unwrap();
+        assert_eq!(member.status, Status::Resolved);
+        assert_ne!(incidents[0].state, IncidentState::New);
     }
 );

@@ -34,6 +34,12 @@ const GROUP_CONCURRENCY: usize = 16;
 /// rules have not changed since, is not processed again: repeats are the bulk
 /// of a storm and change nothing but the incident's activity time.
 const REPEAT_REFRESH_S: i64 = 30;
+/// A repeat processed in full longer ago than this is processed in full again
+/// rather than only touching its incidents: that renews what a full pass
+/// renews (the alert's membership keys, which expire after 30 days; its
+/// explanation; a topology merge left unfinished; a changed rule's spec under
+/// the same name), so none of it waits for the alert's next status change.
+const REPEAT_TOUCH_MAX_S: i64 = 3600;
 /// Due timers and released alerts handled per tick.
 const TICK_BATCH: usize = 256;
 
@@ -95,9 +101,9 @@ fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
             .all(|(e, d)| e.rule == *d.rule && (e.action != "incident" || e.incident_id.is_some()))
 }
 
-/// The incidents a repeat joined the last time it was processed, when it was
-/// processed into incidents under the same rules and is not held by a
-/// maintenance window now: moving those incidents' activity time is all that
+/// The incidents a repeat joined the last time it was processed, when that was
+/// less than [`REPEAT_TOUCH_MAX_S`] ago, into incidents, under the same rules,
+/// and it is not held by a maintenance window now: moving those incidents' activity time is all that
 /// processing it again would do while they stay open. `None` otherwise.
 fn repeat_incidents<'a>(
     rules: &RuleSet,
@@ -107,7 +113,9 @@ fn repeat_incidents<'a>(
     let (Outcome::Duplicate { .. }, Some(prev)) = (item.outcome, item.previous) else {
         return None;
     };
-    if prev.rules.len() != item.decisions.len() {
+    if prev.rules.len() != item.decisions.len()
+        || (now - prev.at).num_seconds() >= REPEAT_TOUCH_MAX_S
+    {
         return None;
     }
     let mut ids = Vec::new();

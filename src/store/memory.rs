@@ -131,7 +131,12 @@ impl StateStore for MemoryStore {
                 .filter(|s| !self.expired(s, now));
             let (next, outcome) = merge(prev, alert, now);
             let previous = match outcome {
-                Outcome::Duplicate { .. } => next.explain.clone(),
+                Outcome::Duplicate { .. } => next.explain.clone().filter(|e| {
+                    super::explains_current_status(
+                        e,
+                        Some(next.status_changed_at.timestamp_millis()),
+                    )
+                }),
                 _ => None,
             };
             map.insert(alert.fingerprint.clone(), next);

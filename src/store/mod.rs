@@ -402,6 +402,15 @@ impl OpenGauges {
     }
 }
 
+/// Whether an alert's explanation was made since its status last changed
+/// (`changed_at_ms`; unknown counts as before). One from before is of an
+/// earlier status whose change was recorded but not processed (the store failed
+/// in between and the alert was sent again): a repeat carrying it must be
+/// processed in full, not skipped or touched.
+pub fn explains_current_status(explain: &Explain, changed_at_ms: Option<i64>) -> bool {
+    changed_at_ms.is_none_or(|ms| explain.at.timestamp_millis() >= ms)
+}
+
 /// The dedup rules, applied to the previous state of one fingerprint.
 ///
 /// - none → new state, count 1.

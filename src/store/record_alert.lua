@@ -5,9 +5,10 @@
 -- ARGV[3]  starts_at, ms since the epoch, or "" when unknown
 -- ARGV[4]  the alert document (JSON: labels, annotations, ...)
 -- ARGV[5]  retention of a resolved alert, ms
--- Returns {outcome, count, previous status or "", explanation of a repeat or ""}.
+-- Returns {outcome, count, previous status or "", explanation of a repeat or "",
+--   for a repeat: when its status last changed (ms) or ""}.
 local key, status, now, starts, doc = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local prev = redis.call('HMGET', key, 'status', 'starts_at_ms', 'explain')
+local prev = redis.call('HMGET', key, 'status', 'starts_at_ms', 'explain', 'changed_at')
 local prev_status, prev_starts = prev[1], prev[2]
 local outcome, count
 if not prev_status then
@@ -19,10 +20,10 @@ elseif prev_status == status then
   redis.call('HINCRBY', key, 'total', 1)
   redis.call('HSET', key, 'last_seen', now, 'starts_at_ms', starts, 'doc', doc)
   -- The previous explanation lets the caller skip repeats it processed recently.
-  return {'duplicate', count, prev_status, prev[3] or ''}
+  return {'duplicate', count, prev_status, prev[3] or '', prev[4] or ''}
 elseif prev_status == 'resolved' and status == 'firing' and starts ~= '' and prev_starts
     and prev_starts ~= '' and tonumber(starts) <= tonumber(prev_starts) then
-  return {'stale', 0, prev_status, ''}
+  return {'stale', 0, prev_status, '', ''}
 else
   redis.call('HINCRBY', key, 'total', 1)
   redis.call('HINCRBY', key, 'transitions', 1)
@@ -35,4 +36,4 @@ if status == 'resolved' then
 else
   redis.call('PERSIST', key)
 end
-return {outcome, count, prev_status or '', ''}
+return {outcome, count, prev_status or '', '', ''}

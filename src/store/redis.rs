@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::redis_conn::{RedisConn, Timeouts};
 use super::{
     AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, OpenGauges,
-    Outcome, Recorded, StateStore, StoreError,
+    Outcome, Recorded, StateStore, StoreError, explains_current_status,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery, IncidentState};
@@ -344,13 +344,15 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     )
 }
 
-fn parse_outcome(raw: &(String, u64, String, String)) -> Result<Recorded, StoreError> {
-    let (outcome, count, prev, explain) = raw;
+fn parse_outcome(raw: &(String, u64, String, String, String)) -> Result<Recorded, StoreError> {
+    let (outcome, count, prev, explain, changed_at) = raw;
     let previous = if explain.is_empty() {
         None
     } else {
         // An unreadable explanation only costs a repeat its shortcut.
-        serde_json::from_str(explain).ok()
+        serde_json::from_str::<Explain>(explain)
+            .ok()
+            .filter(|e| explains_current_status(e, changed_at.parse().ok()))
     };
     let outcome = match outcome.as_str() {
         "new" => Outcome::New,
@@ -437,7 +439,7 @@ impl StateStore for RedisStore {
             return Ok(Vec::new());
         }
         let pipe = self.batch_pipeline(alerts, now)?;
-        let raw: Vec<(String, u64, String, String)> =
+        let raw: Vec<(String, u64, String, String, String)> =
             self.query_scripted(&pipe, &self.script).await?;
         if raw.len() != alerts.len() {
             return Err(StoreError::Corrupt(format!(
