@@ -931,3 +931,25 @@ both_stores!(
         assert_ne!(incidents[0].state, IncidentState::New);
     }
 );
+
+/// A Kafka batch retried through a long store outage keeps the time it was
+/// first received. Its alerts' index entries must still not look expired, or
+/// a listing racing the retry (see the test above) could drop them.
+#[tokio::test]
+async fn redis_a_batch_recorded_long_after_it_was_received_is_indexed_as_recent() {
+    let (prefix, store, mut conn) = redis_and_raw_connection("late-batch").await;
+    let late = alert("Late", Status::Firing, 0);
+    let received = Utc::now() - chrono::Duration::days(2);
+    store
+        .record_alerts(std::slice::from_ref(&late), received)
+        .await
+        .unwrap();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:alerts"))
+        .arg(&late.fingerprint)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let an_hour_ago = (Utc::now() - chrono::Duration::hours(1)).timestamp_millis();
+    assert!(score as i64 > an_hour_ago, "indexed at {score}");
+}

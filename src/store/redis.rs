@@ -236,6 +236,10 @@ impl RedisStore {
         now: DateTime<Utc>,
     ) -> Result<redis::Pipeline, StoreError> {
         let now_ms = now.timestamp_millis();
+        // A batch retried long after it was received (a Kafka batch keeps its
+        // first attempt's time through a store outage) would otherwise enter
+        // the index already older than the prune cutoff (`list_alerts`).
+        let score = now_ms.max(Utc::now().timestamp_millis() - PRUNE_MARGIN_MS);
         let index = self.index_key();
         let mut pipe = redis::pipe();
         for alert in alerts {
@@ -262,7 +266,7 @@ impl RedisStore {
                     .arg(doc)
                     .arg(self.retention_ms),
             );
-            pipe.zadd(&index, &alert.fingerprint, now_ms).ignore();
+            pipe.zadd(&index, &alert.fingerprint, score).ignore();
         }
         Ok(pipe)
     }
