@@ -682,6 +682,20 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
     assert_eq!(head.title, old.title);
 }
 
+/// An alert's score in the Redis store's alert index under `prefix`.
+async fn index_score(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    fingerprint: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:alerts"))
+        .arg(fingerprint)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 /// After a Redis restart a batch's `EVALSHA`s fail with `NOSCRIPT` while its
 /// `ZADD`s to the alert index succeed; the batch is retried a moment later. A
 /// listing in between sees index entries without their alert hash. It must not
@@ -710,24 +724,12 @@ async fn redis_listing_keeps_index_entries_of_alerts_being_written_and_prunes_ex
     };
     let listed = store.list_alerts(&everything).await.unwrap();
     assert!(listed.is_empty());
-    let score = |fp: String| {
-        let mut conn = conn.clone();
-        let index = index.clone();
-        async move {
-            redis::cmd("ZSCORE")
-                .arg(&index)
-                .arg(fp)
-                .query_async::<Option<f64>>(&mut conn)
-                .await
-                .unwrap()
-        }
-    };
     assert_eq!(
-        score(in_flight.fingerprint.clone()).await,
+        index_score(&mut conn, &prefix, &in_flight.fingerprint).await,
         Some(now_ms as f64),
         "an alert being written lost its index entry"
     );
-    assert_eq!(score("long-gone".into()).await, None);
+    assert_eq!(index_score(&mut conn, &prefix, "long-gone").await, None);
 
     // The retried batch lands: the alert is listed.
     store
@@ -944,12 +946,9 @@ async fn redis_a_batch_recorded_long_after_it_was_received_is_indexed_as_recent(
         .record_alerts(std::slice::from_ref(&late), received)
         .await
         .unwrap();
-    let score: f64 = redis::cmd("ZSCORE")
-        .arg(format!("{prefix}:alerts"))
-        .arg(&late.fingerprint)
-        .query_async(&mut conn)
+    let score = index_score(&mut conn, &prefix, &late.fingerprint)
         .await
-        .unwrap();
+        .expect("indexed");
     let an_hour_ago = (Utc::now() - chrono::Duration::hours(1)).timestamp_millis();
     assert!(score as i64 > an_hour_ago, "indexed at {score}");
 }

@@ -86,51 +86,52 @@ struct Group {
     members: Vec<(usize, usize)>,
 }
 
-/// A repeat processed recently under the same rules, into incidents, needs no
-/// processing now.
-fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
+/// A repeat's explanation from the last time it was processed, and how many
+/// seconds ago that was, when it was made under the rules that match it now
+/// (the same names, in the same order).
+fn explained_repeat<'a>(item: &Item<'a>, now: DateTime<Utc>) -> Option<(&'a Explain, i64)> {
     let (Outcome::Duplicate { .. }, Some(prev)) = (item.outcome, item.previous) else {
-        return false;
+        return None;
     };
-    (now - prev.at).num_seconds() < REPEAT_REFRESH_S
-        && prev.rules.len() == item.decisions.len()
+    let same_rules = prev.rules.len() == item.decisions.len()
         && prev
             .rules
             .iter()
             .zip(item.decisions)
-            .all(|(e, d)| e.rule == *d.rule && (e.action != "incident" || e.incident_id.is_some()))
+            .all(|(e, d)| e.rule == *d.rule);
+    same_rules.then(|| (prev, (now - prev.at).num_seconds()))
+}
+
+/// A repeat processed recently under the same rules, into incidents, needs no
+/// processing now.
+fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
+    explained_repeat(item, now).is_some_and(|(prev, age)| {
+        age < REPEAT_REFRESH_S
+            && prev
+                .rules
+                .iter()
+                .all(|e| e.action != "incident" || e.incident_id.is_some())
+    })
 }
 
 /// The incidents a repeat joined the last time it was processed, when that was
 /// less than [`REPEAT_TOUCH_MAX_S`] ago, into incidents, under the same rules,
-/// and it is not held by a maintenance window now: moving those incidents' activity time is all that
-/// processing it again would do while they stay open. `None` otherwise.
+/// and it is not held by a maintenance window now: moving those incidents'
+/// activity time is all that processing it again would do while they stay
+/// open. `None` otherwise.
 fn repeat_incidents<'a>(
     rules: &RuleSet,
     item: &Item<'a>,
     now: DateTime<Utc>,
 ) -> Option<Vec<&'a str>> {
-    let (Outcome::Duplicate { .. }, Some(prev)) = (item.outcome, item.previous) else {
-        return None;
-    };
-    if prev.rules.len() != item.decisions.len()
-        || (now - prev.at).num_seconds() >= REPEAT_TOUCH_MAX_S
-    {
-        return None;
-    }
-    let mut ids = Vec::new();
-    for (e, d) in prev.rules.iter().zip(item.decisions) {
-        if e.rule != *d.rule {
-            return None;
-        }
-        if let Action::Incident(_) = d.action {
-            ids.push(
-                e.incident_id
-                    .as_deref()
-                    .filter(|_| e.action == "incident")?,
-            );
-        }
-    }
+    let (prev, _) = explained_repeat(item, now).filter(|(_, age)| *age < REPEAT_TOUCH_MAX_S)?;
+    let ids = prev
+        .rules
+        .iter()
+        .zip(item.decisions)
+        .filter(|(_, d)| matches!(d.action, Action::Incident(_)))
+        .map(|(e, _)| e.incident_id.as_deref().filter(|_| e.action == "incident"))
+        .collect::<Option<Vec<&str>>>()?;
     let held =
         item.alert.status == Status::Firing && rules.maintenance_at(item.alert, now).is_some();
     (!ids.is_empty() && !held).then_some(ids)
