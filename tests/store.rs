@@ -792,6 +792,30 @@ both_stores!(
     }
 );
 
+both_stores!(
+    an_incidents_route_is_read_without_the_rest_of_it,
+    DAY,
+    |s: SharedStore| async move {
+        let mut inc = common::sample_incident("routed");
+        inc.route = vec!["servicenow".into(), "pagerduty".into()];
+        commit_next(&s, &inc).await;
+        assert_eq!(
+            s.incident_route("routed").await.unwrap(),
+            Some(vec!["servicenow".to_string(), "pagerduty".to_string()])
+        );
+        let mut rerouted = s.get_incident_head("routed").await.unwrap().unwrap();
+        rerouted.version += 1;
+        rerouted.route = vec!["jira".into()];
+        commit_next(&s, &rerouted).await;
+        assert_eq!(
+            s.incident_route("routed").await.unwrap(),
+            Some(vec!["jira".to_string()]),
+            "the route of the latest version"
+        );
+        assert_eq!(s.incident_route("missing").await.unwrap(), None);
+    }
+);
+
 /// An ingest path (one rule: an incident per alertname) over `s`, and its metrics.
 fn ingestor_on(
     s: &SharedStore,

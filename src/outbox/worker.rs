@@ -225,14 +225,14 @@ impl Worker {
     /// One pass over the incident's route.
     async fn deliver(&self, id: &str) -> bool {
         // Only its route is needed here; each sync reads it whole.
-        let inc = match self.store.get_incident_head(id).await {
-            Ok(Some(inc)) => inc,
+        let route = match self.store.incident_route(id).await {
+            Ok(Some(route)) => route,
             // Gone (expired): nothing left to deliver.
             Ok(None) => return true,
             Err(_) => return false,
         };
         let mut done = true;
-        for name in &inc.route {
+        for name in &route {
             let Some((built, target)) = self.adapters.get(name) else {
                 self.metrics
                     .deliveries
@@ -247,7 +247,7 @@ impl Worker {
                 }
                 continue;
             };
-            match self.sync(&inc.id, built, target).await {
+            match self.sync(id, built, target).await {
                 Ok(()) => self
                     .metrics
                     .deliveries
@@ -259,10 +259,10 @@ impl Worker {
                         .with_label_values(&[name, "dead_letter"])
                         .inc();
                     self.metrics.dead_letters.with_label_values(&[name]).inc();
-                    tracing::error!(adapter = %name, incident = %inc.id, error = %reason, "delivery failed permanently; dead-lettered");
+                    tracing::error!(adapter = %name, incident = %id, error = %reason, "delivery failed permanently; dead-lettered");
                     let dead = DeadLetter {
                         id: format!("{}-{name}", uuid::Uuid::now_v7().simple()),
-                        incident_id: inc.id.clone(),
+                        incident_id: id.to_string(),
                         adapter: name.clone(),
                         reason,
                         status,
@@ -277,11 +277,11 @@ impl Worker {
                         .deliveries
                         .with_label_values(&[name, "retry_later"])
                         .inc();
-                    tracing::warn!(adapter = %name, incident = %inc.id, error = %reason, "delivery will be retried");
+                    tracing::warn!(adapter = %name, incident = %id, error = %reason, "delivery will be retried");
                     done = false;
                 }
                 Err(SyncError::Store(e)) => {
-                    tracing::warn!(adapter = %name, incident = %inc.id, error = %e, "delivery state unavailable; will retry");
+                    tracing::warn!(adapter = %name, incident = %id, error = %e, "delivery state unavailable; will retry");
                     done = false;
                 }
                 Err(SyncError::Busy) => done = false,

@@ -102,6 +102,10 @@ impl StateStore for Instrumented {
         timed!(self, "get_incident_head", self.inner.get_incident_head(id))
     }
 
+    async fn incident_route(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        timed!(self, "incident_route", self.inner.incident_route(id))
+    }
+
     async fn touch_incidents(
         &self,
         ids: &[String],

@@ -230,6 +230,10 @@ impl StateStore for MemoryStore {
         Ok(self.incidents()?.by_id.get(id).cloned())
     }
 
+    async fn incident_route(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self.incidents()?.by_id.get(id).map(|i| i.route.clone()))
+    }
+
     async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
         let mut inc = self.incidents()?;
         let id = &c.incident.id;

@@ -607,6 +607,26 @@ impl StateStore for RedisStore {
             .flatten())
     }
 
+    async fn incident_route(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        /// The one field wanted: serde skips the rest of the document without
+        /// building it (no label maps, no alert list).
+        #[derive(Deserialize)]
+        struct RouteOnly {
+            route: Vec<String>,
+        }
+        let mut conn = self.conn.clone();
+        let doc: Option<Vec<u8>> = conn
+            .hget(self.inc_key(&format!("incident:{id}")), "doc")
+            .await
+            .map_err(unavailable)?;
+        doc.map(|doc| {
+            serde_json::from_slice::<RouteOnly>(&doc)
+                .map(|r| r.route)
+                .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
+        })
+        .transpose()
+    }
+
     async fn touch_incidents(
         &self,
         ids: &[String],
