@@ -560,9 +560,14 @@ both_stores!(
         assert_eq!(slot_of("svc:checkout").await.as_deref(), Some("inc-b"));
         assert_eq!(slot_of("svc:postgres").await.as_deref(), Some("inc-a"));
 
-        // Several slots read at once, with the incidents they name.
+        // Several slots read at once with a key, with the incidents they
+        // name, each once.
         let keys = ["svc:checkout", "svc:unknown", "svc:api"].map(String::from);
-        let found = s.find_slots(&keys).await.unwrap();
+        let found = s
+            .find_incidents_and_slots("", "svc:postgres", &[], &keys)
+            .await
+            .unwrap();
+        assert_eq!(found.slot.as_deref(), Some("inc-a"));
         assert_eq!(
             found.slots,
             vec![Some("inc-b".to_string()), None, Some("inc-a".to_string())]
@@ -570,6 +575,7 @@ both_stores!(
         let mut ids: Vec<&String> = found.incidents.keys().collect();
         ids.sort();
         assert_eq!(ids, ["inc-a", "inc-b"]);
+        assert_eq!(found.incidents["inc-b"].id, "inc-b");
     }
 );
 

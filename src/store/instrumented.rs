@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, Recorded,
-    SharedStore, StateStore, StoreError,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Recorded, SharedStore,
+    StateStore, StoreError,
 };
 use crate::alert::Alert;
 use crate::incident::{Incident, IncidentQuery};
@@ -77,21 +77,19 @@ impl StateStore for Instrumented {
         timed!(self, "set_explains", self.inner.set_explains(explains))
     }
 
-    async fn find_incidents(
+    async fn find_incidents_and_slots(
         &self,
         rule: &str,
         key: &str,
         fingerprints: &[&str],
+        slots: &[String],
     ) -> Result<FoundIncidents, StoreError> {
         timed!(
             self,
             "find_incidents",
-            self.inner.find_incidents(rule, key, fingerprints)
+            self.inner
+                .find_incidents_and_slots(rule, key, fingerprints, slots)
         )
-    }
-
-    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
-        timed!(self, "find_slots", self.inner.find_slots(keys))
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

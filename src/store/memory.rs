@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, Outcome, Recorded,
-    StateStore, StoreError, merge,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, Outcome, Recorded, StateStore,
+    StoreError, merge,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery};
@@ -186,14 +186,16 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    async fn find_incidents(
+    async fn find_incidents_and_slots(
         &self,
         rule: &str,
         key: &str,
         fingerprints: &[&str],
+        slots: &[String],
     ) -> Result<FoundIncidents, StoreError> {
         let inc = self.incidents()?;
         let slot = inc.slots.get(key).cloned();
+        let slots: Vec<Option<String>> = slots.iter().map(|k| inc.slots.get(k).cloned()).collect();
         let members: Vec<Option<String>> = fingerprints
             .iter()
             .map(|fp| {
@@ -206,24 +208,15 @@ impl StateStore for MemoryStore {
             .iter()
             .flatten()
             .chain(slot.iter())
+            .chain(slots.iter().flatten())
             .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
             .collect();
         Ok(FoundIncidents {
             slot,
             members,
+            slots,
             incidents,
         })
-    }
-
-    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
-        let inc = self.incidents()?;
-        let slots: Vec<Option<String>> = keys.iter().map(|k| inc.slots.get(k).cloned()).collect();
-        let incidents = slots
-            .iter()
-            .flatten()
-            .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
-            .collect();
-        Ok(FoundSlots { slots, incidents })
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

@@ -101,17 +101,10 @@ pub struct FoundIncidents {
     pub slot: Option<String>,
     /// Per alert, in order: the incident it already belongs to under the rule.
     pub members: Vec<Option<String>>,
-    /// Every incident named above, by id.
-    pub incidents: std::collections::HashMap<String, Incident>,
-}
-
-/// What some correlation slots point at now, and those incidents: what a
-/// group on the topology path may consult, read up front in one round trip.
-#[derive(Debug, Clone, Default)]
-pub struct FoundSlots {
-    /// Per key asked for, in order: the incident id it points at.
+    /// Per other slot asked for, in order: the incident id it points at (what
+    /// a group on the topology path may consult: inhibition, services).
     pub slots: Vec<Option<String>>,
-    /// Every incident named above, by id.
+    /// Every incident named above, by id, each read once.
     pub incidents: std::collections::HashMap<String, Incident>,
 }
 
@@ -233,10 +226,22 @@ pub trait StateStore: Send + Sync + 'static {
         rule: &str,
         key: &str,
         fingerprints: &[&str],
-    ) -> Result<FoundIncidents, StoreError>;
+    ) -> Result<FoundIncidents, StoreError> {
+        self.find_incidents_and_slots(rule, key, fingerprints, &[])
+            .await
+    }
 
-    /// What slots `keys` point at, and those incidents.
-    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError>;
+    /// [`find_incidents`](Self::find_incidents), and what the other slots
+    /// `slots` point at, read together: the slots of a group on the topology
+    /// path mostly name the incident its key names, which two separate reads
+    /// fetched and parsed twice, in twice the round trips.
+    async fn find_incidents_and_slots(
+        &self,
+        rule: &str,
+        key: &str,
+        fingerprints: &[&str],
+        slots: &[String],
+    ) -> Result<FoundIncidents, StoreError>;
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
 

@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use super::redis_conn::{RedisConn, Timeouts};
 use super::{
-    AlertQuery, AlertState, Explain, FoundIncidents, FoundSlots, IncidentCommit, OpenGauges,
-    Outcome, Recorded, StateStore, StoreError, explains_current_status,
+    AlertQuery, AlertState, Explain, FoundIncidents, IncidentCommit, OpenGauges, Outcome, Recorded,
+    StateStore, StoreError, explains_current_status,
 };
 use crate::alert::{Alert, Status};
 use crate::incident::{Incident, IncidentQuery, IncidentState};
@@ -533,11 +533,12 @@ impl StateStore for RedisStore {
         self.query_scripted(&pipe, &self.explain).await
     }
 
-    async fn find_incidents(
+    async fn find_incidents_and_slots(
         &self,
         rule: &str,
         key: &str,
         fingerprints: &[&str],
+        slots: &[String],
     ) -> Result<FoundIncidents, StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
@@ -545,15 +546,27 @@ impl StateStore for RedisStore {
         for fp in fingerprints {
             pipe.get(self.inc_key(&format!("member:{rule}|{fp}")));
         }
+        for other in slots {
+            pipe.get(self.inc_key(&format!("slot:{other}")));
+        }
         let mut ids: Vec<Option<String>> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        if ids.is_empty() {
-            return Err(StoreError::Corrupt(
-                "empty reply to the incident lookup".into(),
-            ));
+        if ids.len() != 1 + fingerprints.len() + slots.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} replies to an incident lookup of {} keys",
+                ids.len(),
+                1 + fingerprints.len() + slots.len()
+            )));
         }
+        let slots = ids.split_off(1 + fingerprints.len());
         let slot = ids.remove(0);
-        let mut wanted: Vec<String> = ids.iter().flatten().chain(slot.iter()).cloned().collect();
+        let mut wanted: Vec<String> = ids
+            .iter()
+            .chain(slots.iter())
+            .flatten()
+            .chain(slot.iter())
+            .cloned()
+            .collect();
         wanted.sort();
         wanted.dedup();
         let loaded = self.load_incidents(&wanted, false).await?;
@@ -565,30 +578,9 @@ impl StateStore for RedisStore {
         Ok(FoundIncidents {
             slot,
             members: ids,
+            slots,
             incidents,
         })
-    }
-
-    async fn find_slots(&self, keys: &[String]) -> Result<FoundSlots, StoreError> {
-        if keys.is_empty() {
-            return Ok(FoundSlots::default());
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.get(self.inc_key(&format!("slot:{key}")));
-        }
-        let mut conn = self.conn.clone();
-        let slots: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let mut wanted: Vec<String> = slots.iter().flatten().cloned().collect();
-        wanted.sort();
-        wanted.dedup();
-        let loaded = self.load_incidents(&wanted, false).await?;
-        let incidents = wanted
-            .into_iter()
-            .zip(loaded)
-            .filter_map(|(id, inc)| inc.map(|i| (id, i)))
-            .collect();
-        Ok(FoundSlots { slots, incidents })
     }
 
     async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {

@@ -426,19 +426,20 @@ impl Engine {
         // The rule's key is read with the members.
         let slot_keys: Vec<String> = slots.iter().filter(|k| *k != key).cloned().collect();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
-            let (mut found, slots) = futures_util::try_join!(
-                self.store().find_incidents(rule, key, &fps),
-                self.store().find_slots(&slot_keys)
-            )?;
+            let mut found = self
+                .store()
+                .find_incidents_and_slots(rule, key, &fps, &slot_keys)
+                .await?;
             let mut work = Work {
                 // Moved, not copied: storms make these documents large.
                 loaded: std::mem::take(&mut found.incidents),
                 ..Work::default()
             };
-            for (id, inc) in slots.incidents {
-                work.loaded.entry(id).or_insert(inc);
-            }
-            work.prefetched = slot_keys.iter().cloned().zip(slots.slots).collect();
+            work.prefetched = slot_keys
+                .iter()
+                .cloned()
+                .zip(std::mem::take(&mut found.slots))
+                .collect();
             work.reads.push((key.to_string(), found.slot.clone()));
             let mut results = Vec::with_capacity(alerts.len());
             for (alert, member) in alerts.iter().zip(&found.members) {
