@@ -12,18 +12,30 @@
 # It prints each run's table, the CPU each process used in runs 1 and 2, and
 # ends with `ratio_vs_alertmanager=X.XX p99_ms=Y.Y` (throughput ratio of runs 1
 # and 2; p99 of run 3). Everything it started is stopped on exit.
+#
+# incidentd runs with `--worker-threads` one less than the CPUs (at least 1),
+# as on any machine where its Redis shares the CPUs: Redis runs commands on one
+# thread and a daemon thread per CPU competes with it (on 2 cores, 1 thread
+# ingested 23 % more alerts/s flat out than 2; BENCHMARKS.md). `--worker-threads
+# 0` runs it on tokio's default, one per CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=30
 rate=5000
+cpus=$(nproc)
+threads=$(( cpus > 1 ? cpus - 1 : 1 ))
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --rate) rate="$2"; shift 2 ;;
-    *) echo "usage: $0 --seconds N [--rate ALERTS_PER_S]" >&2; exit 64 ;;
+    --worker-threads) threads="$2"; shift 2 ;;
+    *) echo "usage: $0 --seconds N [--rate ALERTS_PER_S] [--worker-threads N]" >&2; exit 64 ;;
   esac
 done
+thread_args=()
+[ "$threads" = 0 ] || thread_args=(--worker-threads "$threads")
+echo "incidentd worker threads: ${threads/#0/one per CPU} ($cpus CPUs)"
 
 apt_install() {
   local sudo=""
@@ -81,7 +93,8 @@ rules:
 log:
   level: warn
 YAML
-  target/release/incidentd run --config "$work/incidentd-$prefix.yaml" >"$work/incidentd-$prefix.log" 2>&1 &
+  target/release/incidentd run --config "$work/incidentd-$prefix.yaml" "${thread_args[@]}" \
+    >"$work/incidentd-$prefix.log" 2>&1 &
   local pid=$!
   wait_port "$port"
   echo "$pid"

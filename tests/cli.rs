@@ -125,11 +125,7 @@ fn sigterm_drains_and_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port);
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -147,6 +143,53 @@ fn sigterm_drains_and_exits_zero() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The runtime's worker threads, by the name tokio gives them.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[test]
+fn worker_threads_are_set_by_flag_or_environment_and_zero_is_refused() {
+    for (flag, env, expected) in [(Some("1"), None, 1), (None, Some("3"), 3)] {
+        let port = common::free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "run",
+            "--config",
+            &example("quickstart.yaml"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        if let Some(n) = flag {
+            cmd.args(["--worker-threads", n]);
+        }
+        if let Some(n) = env {
+            cmd.env("INCIDENTD_WORKER_THREADS", n);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait_listening(port);
+        let threads = worker_threads(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(threads, expected, "flag {flag:?}, environment {env:?}");
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--config", &example("quickstart.yaml")])
+        .args(["--worker-threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--worker-threads"));
 }
 
 #[test]
@@ -429,11 +472,7 @@ fn sighup_reloads_rules() {
         s.read_to_string(&mut out).unwrap();
         out
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port);
     assert!(metrics().contains("incidentd_rules_loaded 1"));
     std::fs::write(
         rules.join("b.yaml"),

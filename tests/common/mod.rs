@@ -403,10 +403,15 @@ pub fn spawn_daemon(cfg: &Path, port: u16) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    wait_listening(port);
+    Running(child)
+}
+
+/// Waits (up to 20 s) until something listens on loopback `port`.
+pub fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
+        assert!(Instant::now() < deadline, "daemon did not start listening");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Running(child)
 }
