@@ -33,9 +33,18 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 --seconds N [--rate ALERTS_PER_S] [--worker-threads N]" >&2; exit 64 ;;
   esac
 done
+if ! [[ "$threads" =~ ^[0-9]+$ ]] || (( 10#$threads > 1024 )); then
+  echo "--worker-threads: a number of threads from 0 (one per CPU) to 1024, not '$threads'" >&2
+  exit 64
+fi
+threads=$(( 10#$threads ))
 thread_args=()
-[ "$threads" = 0 ] || thread_args=(--worker-threads "$threads")
-echo "incidentd worker threads: ${threads/#0/one per CPU} ($cpus CPUs)"
+if (( threads == 0 )); then
+  echo "incidentd worker threads: one per CPU ($cpus CPUs)"
+else
+  thread_args=(--worker-threads "$threads")
+  echo "incidentd worker threads: $threads ($cpus CPUs)"
+fi
 
 apt_install() {
   local sudo=""
@@ -57,12 +66,14 @@ free_port() {
   done
   echo "no free port" >&2; exit 1
 }
-wait_port() {
+wait_port() { # port [log of what should listen there, shown if nothing does]
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
-  echo "nothing listening on $1" >&2; exit 1
+  echo "nothing listening on $1" >&2
+  if [ -n "${2:-}" ]; then cat "$2" >&2; fi
+  exit 1
 }
 
 work=$(mktemp -d)
@@ -93,10 +104,10 @@ rules:
 log:
   level: warn
 YAML
-  target/release/incidentd run --config "$work/incidentd-$prefix.yaml" "${thread_args[@]}" \
+  target/release/incidentd run --config "$work/incidentd-$prefix.yaml" ${thread_args[@]+"${thread_args[@]}"} \
     >"$work/incidentd-$prefix.log" 2>&1 &
   local pid=$!
-  wait_port "$port"
+  wait_port "$port" "$work/incidentd-$prefix.log"
   echo "$pid"
 }
 

@@ -37,9 +37,10 @@ pub enum Command {
         #[arg(long)]
         store: Option<String>,
         /// Threads running the pipeline; one per CPU by default. On a machine
-        /// whose Redis shares the CPUs, leave Redis one: on 2 cores, 1 thread
-        /// ingested 23 % more alerts/s flat out than 2 (BENCHMARKS.md).
-        #[arg(long, env = "INCIDENTD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        /// whose Redis shares the CPUs, run one fewer than the CPUs, leaving
+        /// Redis a core: on 2 cores, 1 thread ingested 23 % more alerts/s flat
+        /// out than 2 (BENCHMARKS.md).
+        #[arg(long, env = "INCIDENTD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
         worker_threads: Option<u16>,
     },
     /// Validate a config file and its rules, print every error with file:line, and exit.

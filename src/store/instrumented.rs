@@ -77,6 +77,19 @@ impl StateStore for Instrumented {
         timed!(self, "set_explains", self.inner.set_explains(explains))
     }
 
+    async fn find_incidents(
+        &self,
+        rule: &str,
+        key: &str,
+        fingerprints: &[&str],
+    ) -> Result<FoundIncidents, StoreError> {
+        timed!(
+            self,
+            "find_incidents",
+            self.inner.find_incidents(rule, key, fingerprints)
+        )
+    }
+
     async fn find_incidents_and_slots(
         &self,
         rule: &str,
@@ -86,7 +99,7 @@ impl StateStore for Instrumented {
     ) -> Result<FoundIncidents, StoreError> {
         timed!(
             self,
-            "find_incidents",
+            "find_incidents_and_slots",
             self.inner
                 .find_incidents_and_slots(rule, key, fingerprints, slots)
         )
