@@ -427,30 +427,52 @@ async fn a_single_change_outlasting_retries_and_reclaims_is_still_delivered() {
     d.shutdown().await.unwrap();
 }
 
+/// A delivery worker (not yet running) over a memory store, configured by
+/// `yaml`, and that store and the metrics.
+fn memory_worker(
+    dir: &std::path::Path,
+    yaml: &str,
+) -> (
+    incidentd::store::SharedStore,
+    incidentd::outbox::worker::Worker,
+    Arc<incidentd::metrics::Metrics>,
+) {
+    let overrides = incidentd::config::Overrides {
+        listen: None,
+        store: None,
+    };
+    let cfg = incidentd::config::parse(&dir.join("c.yaml"), yaml, &overrides, |_| None)
+        .unwrap_or_else(|e| panic!("test config: {e}"));
+    let metrics = Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
+    let store: incidentd::store::SharedStore = Arc::new(
+        incidentd::store::memory::MemoryStore::new(Duration::from_secs(3600)),
+    );
+    let engine = Arc::new(incidentd::incident::engine::Engine::new(
+        store.clone(),
+        Arc::new(incidentd::rules::RuleSet::empty()),
+        metrics.clone(),
+    ));
+    let worker = incidentd::outbox::worker::Worker::new(
+        store.clone(),
+        engine,
+        &cfg.adapters,
+        metrics.clone(),
+        cfg.delivery.clone(),
+    )
+    .unwrap();
+    (store, worker, metrics)
+}
+
 #[tokio::test]
 async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledged_together() {
-    use incidentd::store::{IncidentCommit, SharedStore};
+    use incidentd::store::IncidentCommit;
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
     // No reclaim during the test: every entry must be acknowledged by the pass
     // that covered it, none left pending for a later claim.
     let yaml =
         config(dir.path(), "", &hook).replace("reclaim_after_ms: 300", "reclaim_after_ms: 600000");
-    let overrides = incidentd::config::Overrides {
-        listen: None,
-        store: None,
-    };
-    let cfg = incidentd::config::parse(&dir.path().join("c.yaml"), &yaml, &overrides, |_| None)
-        .unwrap_or_else(|e| panic!("test config: {e}"));
-    let metrics = Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
-    let store: SharedStore = Arc::new(incidentd::store::memory::MemoryStore::new(
-        Duration::from_secs(3600),
-    ));
-    let engine = Arc::new(incidentd::incident::engine::Engine::new(
-        store.clone(),
-        Arc::new(incidentd::rules::RuleSet::empty()),
-        metrics.clone(),
-    ));
+    let (store, worker, metrics) = memory_worker(dir.path(), &yaml);
 
     // Five changes to one incident, each with its outbox entry, all written
     // before the worker starts: its first read holds all five.
@@ -472,14 +494,6 @@ async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledg
     }
     assert_eq!(store.outbox_stats().await.unwrap().depth, 5);
 
-    let worker = incidentd::outbox::worker::Worker::new(
-        store.clone(),
-        engine,
-        &cfg.adapters,
-        metrics.clone(),
-        cfg.delivery.clone(),
-    )
-    .unwrap();
     let run = tokio::spawn(Arc::new(worker).run());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -503,5 +517,60 @@ async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledg
             .get(),
         1
     );
+    run.abort();
+}
+
+#[tokio::test]
+async fn after_a_short_read_the_worker_waits_and_reads_what_was_written_meanwhile_together() {
+    use incidentd::store::IncidentCommit;
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = start_receiver().await;
+    let yaml = config(dir.path(), "", &hook)
+        .replace("reclaim_after_ms: 300", "reclaim_after_ms: 600000")
+        .replace(
+            "lease_ms: 1500\n",
+            "lease_ms: 1500\n  batch_wait_ms: 1000\n",
+        );
+    let (store, worker, _) = memory_worker(dir.path(), &yaml);
+    let open = |id: &str| {
+        let store = store.clone();
+        let mut inc = sample_incident(id);
+        inc.route = vec!["hook".into()];
+        inc.version = 1;
+        async move {
+            let commit = IncidentCommit {
+                incident: &inc,
+                expected_version: 0,
+                bind: None,
+                members: &[],
+                due: None,
+                outbox_event: Some("created"),
+                slots: &[],
+            };
+            assert!(store.commit_incident(&commit).await.unwrap());
+        }
+    };
+    let delivered = |id: &str| events_for(&got, id) == ["created"];
+    let later: Vec<String> = (0..5).map(|n| format!("later-{n}")).collect();
+
+    open("first").await;
+    let run = tokio::spawn(Arc::new(worker).run());
+    wait_for("the first incident's delivery", || delivered("first")).await;
+    // That read held one entry, short of a batch: the worker waits a second
+    // before reading again, so what is written now is not read at once...
+    for id in &later {
+        open(id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        later.iter().all(|id| !delivered(id)),
+        "read before the batch wait was over"
+    );
+    // ...but all of it, in the next read.
+    wait_for("the five later deliveries", || {
+        later.iter().all(|id| delivered(id))
+    })
+    .await;
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
     run.abort();
 }

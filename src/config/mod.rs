@@ -578,6 +578,15 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides, p: &mut Problems
     if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
         p.at("log.level", format!("not a valid filter: {e}"));
     }
+    if raw.delivery.batch_wait_ms > crate::outbox::worker::MAX_BATCH_WAIT_MS {
+        p.at(
+            "delivery.batch_wait_ms",
+            format!(
+                "at most {} (every delivery may wait this long)",
+                crate::outbox::worker::MAX_BATCH_WAIT_MS
+            ),
+        );
+    }
 
     Config {
         path: path.to_path_buf(),
@@ -656,6 +665,19 @@ mod tests {
         assert_eq!(lines, vec![Some(2), Some(3), Some(5)], "{err}");
         assert!(
             err.to_string().starts_with("test.yaml:2: http.listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_delivery_batch_wait_over_a_second_is_refused_with_its_line() {
+        let c = parse_str("delivery:\n  batch_wait_ms: 20\n").unwrap();
+        assert_eq!(c.delivery.batch_wait_ms, 20);
+        let err = parse_str("log:\n  level: info\ndelivery:\n  batch_wait_ms: 5000\n").unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("test.yaml:4: delivery.batch_wait_ms: at most 1000"),
             "{err}"
         );
     }

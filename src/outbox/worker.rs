@@ -50,7 +50,16 @@ pub struct WorkerConfig {
     /// while the work goes on; after a crash another instance takes over once
     /// it runs out.
     pub lease_ms: u64,
+    /// After a read that did not fill a batch, wait this long before reading
+    /// again, so the entries written meanwhile are read, looked up and
+    /// acknowledged together: at 5,000 alerts/s reading as each entry arrived
+    /// took a third of all store round trips. Delays a delivery by at most
+    /// this; 0 reads again at once.
+    pub batch_wait_ms: u64,
 }
+
+/// The most `delivery.batch_wait_ms` may be: a delivery waits for it.
+pub const MAX_BATCH_WAIT_MS: u64 = 1_000;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -59,6 +68,7 @@ impl Default for WorkerConfig {
             poll_interval_ms: 30_000,
             concurrency: 16,
             lease_ms: 15_000,
+            batch_wait_ms: 10,
         }
     }
 }
@@ -134,14 +144,23 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         tokio::spawn(acknowledge(self.store.clone(), done_rx));
         let reclaim_after = Duration::from_millis(self.config.reclaim_after_ms);
+        let batch_wait = Duration::from_millis(self.config.batch_wait_ms.min(MAX_BATCH_WAIT_MS));
         let mut last_reclaim: Option<Instant> = None;
+        let mut filled = true;
         loop {
+            if !filled && !batch_wait.is_zero() {
+                tokio::time::sleep(batch_wait).await;
+            }
             let mut entries = match self
                 .store
                 .outbox_read(&self.consumer, READ_BATCH, Duration::from_secs(1))
                 .await
             {
-                Ok(e) => e,
+                // Empty: the read waited its full second, nothing to wait for.
+                Ok(e) => {
+                    filled = e.is_empty() || e.len() >= READ_BATCH;
+                    e
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox read failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
