@@ -102,39 +102,48 @@ fn explained_repeat<'a>(item: &Item<'a>, now: DateTime<Utc>) -> Option<(&'a Expl
     same_rules.then(|| (prev, (now - prev.at).num_seconds()))
 }
 
-/// A repeat processed recently under the same rules, into incidents, needs no
-/// processing now.
-fn still_explained(item: &Item<'_>, now: DateTime<Utc>) -> bool {
-    explained_repeat(item, now).is_some_and(|(prev, age)| {
-        age < REPEAT_REFRESH_S
-            && prev
-                .rules
-                .iter()
-                .all(|e| e.action != "incident" || e.incident_id.is_some())
-    })
+/// What an alert's last processing leaves for this batch to do with it.
+enum Repeat<'a> {
+    /// A repeat processed recently under the same rules, into incidents:
+    /// nothing.
+    Explained,
+    /// A repeat that joined these incidents when last processed, less than
+    /// [`REPEAT_TOUCH_MAX_S`] ago, under the same rules, and is not held by a
+    /// maintenance window now: moving their activity time is all that
+    /// processing it again would do while they stay open.
+    Touch(Vec<&'a str>),
+    /// Everything else: process it in full.
+    Process,
 }
 
-/// The incidents a repeat joined the last time it was processed, when that was
-/// less than [`REPEAT_TOUCH_MAX_S`] ago, into incidents, under the same rules,
-/// and it is not held by a maintenance window now: moving those incidents'
-/// activity time is all that processing it again would do while they stay
-/// open. `None` otherwise.
-fn repeat_incidents<'a>(
-    rules: &RuleSet,
-    item: &Item<'a>,
-    now: DateTime<Utc>,
-) -> Option<Vec<&'a str>> {
-    let (prev, _) = explained_repeat(item, now).filter(|(_, age)| *age < REPEAT_TOUCH_MAX_S)?;
+fn repeat<'a>(rules: &RuleSet, item: &Item<'a>, now: DateTime<Utc>) -> Repeat<'a> {
+    let Some((prev, age)) = explained_repeat(item, now) else {
+        return Repeat::Process;
+    };
+    if age < REPEAT_REFRESH_S
+        && prev
+            .rules
+            .iter()
+            .all(|e| e.action != "incident" || e.incident_id.is_some())
+    {
+        return Repeat::Explained;
+    }
+    if age >= REPEAT_TOUCH_MAX_S {
+        return Repeat::Process;
+    }
     let ids = prev
         .rules
         .iter()
         .zip(item.decisions)
         .filter(|(_, d)| matches!(d.action, Action::Incident(_)))
         .map(|(e, _)| e.incident_id.as_deref().filter(|_| e.action == "incident"))
-        .collect::<Option<Vec<&str>>>()?;
+        .collect::<Option<Vec<&str>>>();
     let held =
         item.alert.status == Status::Firing && rules.maintenance_at(item.alert, now).is_some();
-    (!ids.is_empty() && !held).then_some(ids)
+    match ids {
+        Some(ids) if !ids.is_empty() && !held => Repeat::Touch(ids),
+        _ => Repeat::Process,
+    }
 }
 
 /// What correlating one alert did, for the explanation.
@@ -298,7 +307,7 @@ impl Engine {
         items: &[Item<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let touched = self.touch_repeats(rules, items, now).await?;
+        let handled = self.handle_repeats(rules, items, now).await?;
         // Per alert: its explanation entries, some waiting for a group's result.
         let mut explained: Vec<Option<Vec<ExplainRule>>> = vec![None; items.len()];
         let mut groups: Vec<Group> = Vec::new();
@@ -306,7 +315,7 @@ impl Engine {
         let mut topology_items: Vec<TopologyItem> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, String), usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
-            if item.outcome == Outcome::Stale || still_explained(item, now) || touched[i] {
+            if item.outcome == Outcome::Stale || handled[i] {
                 continue;
             }
             let alert = item.alert;
@@ -495,34 +504,31 @@ impl Engine {
         self.store.set_explains(&writes).await
     }
 
-    /// Repeats older than [`REPEAT_REFRESH_S`] whose incidents are all still
-    /// open only move those incidents' activity time, in one store call for
-    /// the batch instead of a read and a write of each incident: with alerts
-    /// re-sent every few minutes, that is most of what a busy incident sees.
-    /// Per item, whether its touch handled it (its explanation is kept as it
-    /// was; the rest are processed in full).
-    async fn touch_repeats(
+    /// Repeats processed within [`REPEAT_REFRESH_S`] need nothing; older
+    /// ones whose incidents are all still open only move those incidents'
+    /// activity time, in one store call for the batch instead of a read and a
+    /// write of each incident: with alerts re-sent every few minutes, that is
+    /// most of what a busy incident sees. Per item, whether it is handled so
+    /// (its explanation is kept as it was; the rest are processed in full).
+    async fn handle_repeats(
         &self,
         rules: &RuleSet,
         items: &[Item<'_>],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let wanted: Vec<Option<Vec<&str>>> = items
+        let repeats: Vec<Repeat> = items.iter().map(|item| repeat(rules, item, now)).collect();
+        let mut ids: Vec<String> = repeats
             .iter()
-            .map(|item| {
-                (!still_explained(item, now))
-                    .then(|| repeat_incidents(rules, item, now))
-                    .flatten()
+            .filter_map(|r| match r {
+                Repeat::Touch(ids) => Some(ids),
+                _ => None,
             })
-            .collect();
-        let mut ids: Vec<String> = wanted
-            .iter()
-            .flatten()
             .flatten()
             .map(|id| id.to_string())
             .collect();
+        let explained = |r: &Repeat| matches!(r, Repeat::Explained);
         if ids.is_empty() {
-            return Ok(vec![false; items.len()]);
+            return Ok(repeats.iter().map(explained).collect());
         }
         ids.sort_unstable();
         ids.dedup();
@@ -532,16 +538,19 @@ impl Engine {
             .zip(open)
             .filter_map(|(id, open)| open.then_some(id.as_str()))
             .collect();
-        let touched: Vec<bool> = wanted
+        let mut touched = 0;
+        let handled = repeats
             .iter()
-            .map(|w| {
-                w.as_ref()
-                    .is_some_and(|ids| ids.iter().all(|id| open.contains(id)))
+            .map(|r| match r {
+                Repeat::Touch(ids) if ids.iter().all(|id| open.contains(id)) => {
+                    touched += 1;
+                    true
+                }
+                r => explained(r),
             })
             .collect();
-        let n = touched.iter().filter(|t| **t).count();
-        self.metrics.alert_repeats_touched.inc_by(n as u64);
-        Ok(touched)
+        self.metrics.alert_repeats_touched.inc_by(touched);
+        Ok(handled)
     }
 
     /// A resolved alert also resolves in the incidents it joined under rules it
