@@ -171,6 +171,12 @@ impl RedisStore {
         format!("{{{}}}:{rest}", self.prefix)
     }
 
+    /// The hash of incident `id`: its document, version and the fields kept
+    /// beside it (`gauge`, `tl_total`, `touched`).
+    fn incident_key(&self, id: &str) -> String {
+        self.inc_key(&format!("incident:{id}"))
+    }
+
     /// Incidents `ids`; with `timeline`, their whole timeline, otherwise
     /// none of it (`timeline_dropped` then counts all of it).
     async fn load_incidents(
@@ -183,10 +189,7 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hmget(
-                self.inc_key(&format!("incident:{id}")),
-                &["doc", "tl_total", "touched"],
-            );
+            pipe.hmget(self.incident_key(id), &["doc", "tl_total", "touched"]);
             if timeline {
                 pipe.lrange(self.inc_key(&format!("timeline:{id}")), 0, -1);
             }
@@ -608,7 +611,7 @@ impl StateStore for RedisStore {
         }
         let mut conn = self.conn.clone();
         let doc: Option<Vec<u8>> = conn
-            .hget(self.inc_key(&format!("incident:{id}")), "doc")
+            .hget(self.incident_key(id), "doc")
             .await
             .map_err(unavailable)?;
         doc.map(|doc| {
@@ -629,7 +632,7 @@ impl StateStore for RedisStore {
         }
         let mut invocation = self.touch.prepare_invoke();
         for id in ids {
-            invocation.key(self.inc_key(&format!("incident:{id}")));
+            invocation.key(self.incident_key(id));
         }
         invocation.arg(at.timestamp_millis());
         let mut conn = self.conn.clone();
@@ -650,7 +653,7 @@ impl StateStore for RedisStore {
         };
         let mut invocation = self.commit.prepare_invoke();
         invocation
-            .key(self.inc_key(&format!("incident:{}", inc.id)))
+            .key(self.incident_key(&inc.id))
             .key(self.inc_key(&slot_key))
             .key(self.inc_key("incidents"))
             .key(self.inc_key("due"))
