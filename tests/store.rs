@@ -822,6 +822,64 @@ both_stores!(
     }
 );
 
+both_stores!(
+    an_incidents_alert_labels_come_back_as_written_after_updates_that_do_not_read_them,
+    DAY,
+    |s: SharedStore| async move {
+        use incidentd::incident::IncidentAlert;
+        let at = chrono::Utc::now();
+        let member = |name: &str, note: &str| {
+            let mut a = alert(name, Status::Firing, 0);
+            a.labels.insert("note".into(), note.into());
+            a.annotations
+                .insert("summary".into(), format!("{note} is down"));
+            IncidentAlert::new(&a, at, None)
+        };
+        let mut inc = common::sample_incident("labelled");
+        // Escapes and non-ASCII text must come back byte for byte.
+        inc.alerts = vec![member("a", "quote \" tab \t é ✓"), member("b", "plain")];
+        commit_next(&s, &inc).await;
+
+        let mut update = s.get_incident_head("labelled").await.unwrap().unwrap();
+        if s.kind() == "redis" {
+            assert!(
+                update
+                    .alerts
+                    .iter()
+                    .all(|a| a.labels.is_unparsed() && a.annotations.is_unparsed()),
+                "the Redis store leaves the labels of an incident it reads as text"
+            );
+        }
+        update.version += 1;
+        update.alerts[1].status = Status::Resolved;
+        update.alerts.push(member("c", "new"));
+        commit_next(&s, &update).await;
+        if s.kind() == "redis" {
+            assert!(
+                update.alerts[0].labels.is_unparsed(),
+                "writing did not parse them"
+            );
+        }
+
+        let stored = s.get_incident("labelled").await.unwrap().unwrap();
+        let expected = [
+            member("a", "quote \" tab \t é ✓"),
+            member("b", "plain"),
+            member("c", "new"),
+        ];
+        assert_eq!(stored.alerts.len(), 3);
+        for (got, want) in stored.alerts.iter().zip(&expected) {
+            assert_eq!(*got.labels, *want.labels);
+            assert_eq!(*got.annotations, *want.annotations);
+        }
+        assert_eq!(stored.alerts[1].status, Status::Resolved);
+        // What the API and adapters write: plain objects.
+        let json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(json["alerts"][0]["labels"]["note"], "quote \" tab \t é ✓");
+        assert_eq!(json["alerts"][2]["annotations"]["summary"], "new is down");
+    }
+);
+
 /// An ingest path (one rule: an incident per alertname) over `s`, and its metrics.
 fn ingestor_on(
     s: &SharedStore,

@@ -13,6 +13,8 @@
 //!   their escalation.
 //! - [`metrics`]: the incident metrics (open by priority, time to acknowledge
 //!   and resolve, alerts per incident, SLA breaches, flapping, heartbeats).
+//! - [`stored_map`]: an alert's labels and annotations, left as the store
+//!   document's text until read; [`rfc3339`]: the document's timestamps.
 
 pub mod engine;
 pub mod flapping;
@@ -21,6 +23,7 @@ pub mod major;
 pub mod metrics;
 pub mod rfc3339;
 pub mod sla;
+pub mod stored_map;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::Status;
 use crate::rules::Level;
+pub use stored_map::StoredMap;
 
 /// Timeline entries kept per incident; older ones are dropped (and counted) so a
 /// long storm cannot grow one record without bound.
@@ -80,9 +84,9 @@ impl IncidentState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentAlert {
     pub fingerprint: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: StoredMap,
     #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: StoredMap,
     pub status: Status,
     #[serde(with = "rfc3339")]
     pub joined_at: DateTime<Utc>,
@@ -110,8 +114,8 @@ impl IncidentAlert {
     ) -> Self {
         IncidentAlert {
             fingerprint: alert.fingerprint.clone(),
-            labels: alert.labels.clone(),
-            annotations: alert.annotations.clone(),
+            labels: alert.labels.clone().into(),
+            annotations: alert.annotations.clone().into(),
             status: alert.status,
             joined_at: now,
             status_changed_at: now,
@@ -193,7 +197,7 @@ pub struct Incident {
     pub alerts: Vec<IncidentAlert>,
     /// Its history, oldest first. The Redis store keeps it apart from the rest
     /// of the document (a list it appends to), so an update reads and writes
-    /// only the entries it adds; see [`to_json_without_timeline`].
+    /// only the entries it adds; see [`to_store_document`].
     #[serde(default, skip_serializing_if = "timeline_left_out")]
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries that came before the first one in `timeline`: dropped
@@ -268,29 +272,48 @@ impl Incident {
 }
 
 thread_local! {
-    /// Set while [`to_json_without_timeline`] writes a document.
-    static WITHOUT_TIMELINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while the Redis store's document is written or read
+    /// ([`to_store_document`], [`from_store_document`]).
+    static STORE_DOCUMENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn timeline_left_out(_: &[TimelineEntry]) -> bool {
-    WITHOUT_TIMELINE.get()
+    in_store_document()
 }
 
-/// The incident as JSON without its `timeline` (the Redis store's document,
-/// whose timeline is a list of its own). The timeline was half of a busy
-/// incident's document, rewritten and read again on every alert that joined
-/// it. A thread-local switch rather than a second struct mirroring every field:
-/// serializing is synchronous, so nothing else runs on this thread meanwhile.
-pub fn to_json_without_timeline(incident: &Incident) -> serde_json::Result<String> {
-    struct Reset;
+fn in_store_document() -> bool {
+    STORE_DOCUMENT.get()
+}
+
+/// Runs `f` (one synchronous serde call) as a store document's read or write.
+/// A thread-local switch rather than a second set of structs mirroring every
+/// field: serde runs synchronously, so nothing else runs on this thread
+/// meanwhile.
+fn with_store_document<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            WITHOUT_TIMELINE.set(false);
+            STORE_DOCUMENT.set(self.0);
         }
     }
-    WITHOUT_TIMELINE.set(true);
-    let _reset = Reset;
-    serde_json::to_string(incident)
+    let _reset = Reset(STORE_DOCUMENT.replace(true));
+    f()
+}
+
+/// The incident as the Redis store's document:
+/// - without its `timeline` (a list of its own there). The timeline was half
+///   of a busy incident's document, rewritten and read again on every alert
+///   that joined it;
+/// - its alerts' labels and annotations written back as the text they were
+///   read as, when nothing has parsed them ([`stored_map`]).
+pub fn to_store_document(incident: &Incident) -> serde_json::Result<String> {
+    with_store_document(|| serde_json::to_string(incident))
+}
+
+/// An incident from the Redis store's document ([`to_store_document`]): its
+/// alerts' labels and annotations are kept as text until read.
+pub fn from_store_document(doc: &[u8]) -> serde_json::Result<Incident> {
+    with_store_document(|| serde_json::from_slice(doc))
 }
 
 /// Filters for listing incidents.

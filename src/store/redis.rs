@@ -212,7 +212,7 @@ impl RedisStore {
                 out.push(None);
                 continue;
             };
-            let mut inc: Incident = serde_json::from_slice(&doc)
+            let mut inc = crate::incident::from_store_document(&doc)
                 .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
             if let Some(at) = touched.and_then(|ms| Utc.timestamp_millis_opt(ms).single()) {
                 inc.last_activity = inc.last_activity.max(at);
@@ -645,7 +645,7 @@ impl StateStore for RedisStore {
 
     async fn commit_incident(&self, c: &IncidentCommit<'_>) -> Result<bool, StoreError> {
         let inc = c.incident;
-        let doc = crate::incident::to_json_without_timeline(inc)
+        let doc = crate::incident::to_store_document(inc)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (bind, slot_key, expected_slot) = match c.bind {
             Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
