@@ -183,8 +183,17 @@ fn worker_threads_are_set_by_flag_or_environment_and_zero_is_refused() {
         );
         common::wait_listening(port);
         // Blocking-pool threads share the workers' name; the memory store
-        // and the webhook listener start none.
-        let threads = worker_threads(daemon.0.id());
+        // and the webhook listener start none. A thread takes its name once
+        // it first runs, which on a loaded machine can come after the
+        // listener: wait for the count to settle (10 s at most).
+        let mut threads = 0;
+        for _ in 0..200 {
+            threads = worker_threads(daemon.0.id());
+            if threads == expected {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         daemon.kill();
         assert_eq!(threads, expected, "flag {flag:?}, environment {env:?}");
     }
