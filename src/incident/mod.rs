@@ -313,7 +313,10 @@ pub fn to_store_document(incident: &Incident) -> serde_json::Result<String> {
 /// An incident from the Redis store's document ([`to_store_document`]): its
 /// alerts' labels and annotations are kept as text until read.
 pub fn from_store_document(doc: &[u8]) -> serde_json::Result<Incident> {
-    with_store_document(|| serde_json::from_slice(doc))
+    // One UTF-8 check of the whole document: read from bytes, serde_json
+    // checks each string (and each label map's text) with a call of its own.
+    let doc = std::str::from_utf8(doc).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    with_store_document(|| serde_json::from_str(doc))
 }
 
 /// Filters for listing incidents.

@@ -211,6 +211,11 @@ mod tests {
     }
 
     #[test]
+    fn a_store_document_that_is_not_utf8_fails_to_load() {
+        assert!(super::super::from_store_document(b"{\"id\":\"\xff\"}").is_err());
+    }
+
+    #[test]
     fn a_store_document_whose_labels_are_not_strings_fails_to_load() {
         for bad in [
             r#"{"a":1}"#,
