@@ -177,6 +177,21 @@ impl RedisStore {
         self.inc_key(&format!("incident:{id}"))
     }
 
+    /// Where correlation key (or topology / inhibition slot) `key` points.
+    fn slot_key(&self, key: &str) -> String {
+        self.inc_key(&format!("slot:{key}"))
+    }
+
+    /// The timeline list of incident `id`.
+    fn timeline_key(&self, id: &str) -> String {
+        self.inc_key(&format!("timeline:{id}"))
+    }
+
+    /// The incident alert `fp` belongs to under `rule`.
+    fn member_key(&self, rule: &str, fp: &str) -> String {
+        self.inc_key(&format!("member:{rule}|{fp}"))
+    }
+
     /// Incidents `ids`; with `timeline`, their whole timeline, otherwise
     /// none of it (`timeline_dropped` then counts all of it).
     async fn load_incidents(
@@ -191,7 +206,7 @@ impl RedisStore {
         for id in ids {
             pipe.hmget(self.incident_key(id), &["doc", "tl_total", "touched"]);
             if timeline {
-                pipe.lrange(self.inc_key(&format!("timeline:{id}")), 0, -1);
+                pipe.lrange(self.timeline_key(id), 0, -1);
             }
         }
         let mut conn = self.conn.clone();
@@ -545,12 +560,12 @@ impl StateStore for RedisStore {
     ) -> Result<FoundIncidents, StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.get(self.inc_key(&format!("slot:{key}")));
+        pipe.get(self.slot_key(key));
         for fp in fingerprints {
-            pipe.get(self.inc_key(&format!("member:{rule}|{fp}")));
+            pipe.get(self.member_key(rule, fp));
         }
         for other in slots {
-            pipe.get(self.inc_key(&format!("slot:{other}")));
+            pipe.get(self.slot_key(other));
         }
         let mut ids: Vec<Option<String>> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
@@ -648,26 +663,26 @@ impl StateStore for RedisStore {
         let doc = crate::incident::to_store_document(inc)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (bind, slot_key, expected_slot) = match c.bind {
-            Some((key, expected)) => ("1", format!("slot:{key}"), expected.unwrap_or("")),
-            None => ("0", "slot:".to_string(), ""),
+            Some((key, expected)) => ("1", self.slot_key(key), expected.unwrap_or("")),
+            None => ("0", self.slot_key(""), ""),
         };
         let mut invocation = self.commit.prepare_invoke();
         invocation
             .key(self.incident_key(&inc.id))
-            .key(self.inc_key(&slot_key))
+            .key(slot_key)
             .key(self.inc_key("incidents"))
             .key(self.inc_key("due"))
             .key(self.inc_key("outbox"))
             .key(self.inc_key("open"));
         for (rule, fp) in c.members {
             invocation
-                .key(self.inc_key(&format!("member:{rule}|{fp}")))
+                .key(self.member_key(rule, fp))
                 .key(self.inc_key(&format!("of-alert:{fp}")));
         }
         for slot in c.slots {
-            invocation.key(self.inc_key(&format!("slot:{}", slot.key)));
+            invocation.key(self.slot_key(slot.key));
         }
-        invocation.key(self.inc_key(&format!("timeline:{}", inc.id)));
+        invocation.key(self.timeline_key(&inc.id));
         invocation
             .arg(c.expected_version)
             .arg(inc.version)
