@@ -634,6 +634,24 @@ both_stores!(
     }
 );
 
+/// Writes `inc` at `key` whole, as one document and nothing beside it: how
+/// versions before the timeline list and the route field wrote an incident.
+async fn write_as_version_one(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    inc: &incidentd::incident::Incident,
+) {
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("version")
+        .arg(1)
+        .arg("doc")
+        .arg(serde_json::to_string(inc).unwrap())
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documents_timeline_on_its_next_write()
  {
@@ -643,15 +661,7 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
     // Written by an earlier version: the timeline inside the document.
     let mut old = common::sample_incident("old");
     old.push_timeline(t(1), "alert_added", "a second alert joined");
-    let _: () = redis::cmd("HSET")
-        .arg(key("incident:old"))
-        .arg("version")
-        .arg(1)
-        .arg("doc")
-        .arg(serde_json::to_string(&old).unwrap())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    write_as_version_one(&mut conn, &key("incident:old"), &old).await;
     assert_eq!(
         store.get_incident("old").await.unwrap().unwrap().timeline,
         old.timeline
@@ -797,6 +807,50 @@ both_stores!(
         assert_eq!(activity(&s).await, t(100));
     }
 );
+
+#[tokio::test]
+async fn redis_reads_the_route_of_an_incident_written_before_the_hash_kept_it() {
+    let (prefix, store, mut conn) = redis_and_raw_connection("route-field").await;
+    let key = format!("{{{prefix}}}:incident:older");
+    let route = |r: &[&str]| Some(r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+
+    // Written by an earlier version: the route only inside the document.
+    let mut old = common::sample_incident("older");
+    old.route = vec!["opsgenie".into()];
+    write_as_version_one(&mut conn, &key, &old).await;
+    assert_eq!(
+        store.incident_route("older").await.unwrap(),
+        route(&["opsgenie"])
+    );
+
+    // Its next write keeps the route beside the document, where it is read.
+    let mut next = store.get_incident_head("older").await.unwrap().unwrap();
+    next.version = 2;
+    next.route = vec!["servicenow".into(), "jira".into()];
+    commit_next(&store, &next).await;
+    let field: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("route")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(field, r#"["servicenow","jira"]"#);
+    assert_eq!(
+        store.incident_route("older").await.unwrap(),
+        route(&["servicenow", "jira"])
+    );
+
+    // A corrupt field is an error, not an empty route.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("route")
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store.incident_route("older").await.unwrap_err();
+    assert!(err.to_string().contains("incident route"), "{err}");
+}
 
 both_stores!(
     an_incidents_route_is_read_without_the_rest_of_it,

@@ -19,7 +19,9 @@
 -- ARGV[15..] per extra slot: its expected id or "", then "1" to point it at the incident
 -- KEYS[last] the incident's timeline list
 -- ARGV after the slots': timeline entries ever appended once these are (kept
---   as `tl_total`), the most entries the list keeps, then the entries to append
+--   as `tl_total`), the most entries the list keeps, the incident's route (JSON
+--   list, kept as `route` so the outbox reads it without the document), then
+--   the entries to append
 -- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
@@ -64,9 +66,10 @@ if old_gauge ~= ARGV[13] then
 end
 local timeline = KEYS[7 + 2 * members + extra]
 local tl = 15 + 2 * extra
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13], 'tl_total', ARGV[tl])
-if #ARGV >= tl + 2 then
-  redis.call('RPUSH', timeline, unpack(ARGV, tl + 2))
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13], 'tl_total', ARGV[tl],
+  'route', ARGV[tl + 2])
+if #ARGV >= tl + 3 then
+  redis.call('RPUSH', timeline, unpack(ARGV, tl + 3))
   redis.call('LTRIM', timeline, -tonumber(ARGV[tl + 1]), -1)
 end
 if ARGV[12] ~= '' then

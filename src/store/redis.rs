@@ -618,13 +618,24 @@ impl StateStore for RedisStore {
     }
 
     async fn incident_route(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        /// The one field wanted: serde skips the rest of the document without
+        /// The one field wanted from a document: serde skips the rest without
         /// building it (no label maps, no alert list).
         #[derive(Deserialize)]
         struct RouteOnly {
             route: Vec<String>,
         }
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("incident route: {e}"));
         let mut conn = self.conn.clone();
+        // The hash keeps the route beside the document, so a storm incident's
+        // hundreds of kilobytes do not cross the wire for each delivery.
+        let route: Option<Vec<u8>> = conn
+            .hget(self.incident_key(id), "route")
+            .await
+            .map_err(unavailable)?;
+        if let Some(route) = route {
+            return serde_json::from_slice(&route).map(Some).map_err(corrupt);
+        }
+        // Written before the hash kept it (or gone): the document has it.
         let doc: Option<Vec<u8>> = conn
             .hget(self.incident_key(id), "doc")
             .await
@@ -632,7 +643,7 @@ impl StateStore for RedisStore {
         doc.map(|doc| {
             serde_json::from_slice::<RouteOnly>(&doc)
                 .map(|r| r.route)
-                .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))
+                .map_err(corrupt)
         })
         .transpose()
     }
@@ -716,7 +727,11 @@ impl StateStore for RedisStore {
         }
         invocation
             .arg(inc.timeline_total())
-            .arg(crate::incident::MAX_TIMELINE);
+            .arg(crate::incident::MAX_TIMELINE)
+            .arg(
+                serde_json::to_string(&inc.route)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
         for entry in inc.timeline_added() {
             invocation
                 .arg(serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?);
