@@ -18,13 +18,24 @@ const CAPTURE: &str = include_str!("../tests/fixtures/alertmanager/am-0.25-webho
 
 /// An Alertmanager body with `n` distinct alerts shaped like the captured ones.
 fn am_body(n: usize, offset: usize) -> String {
+    am_body_over(n, offset, 17, "firing", 3 * 3600 + 29 * 60 + 1)
+}
+
+/// [`am_body`] with the alerts spread over `services` services (1: the whole
+/// body is one group, as Alertmanager sends a group's alerts together), all
+/// with `status`, starting `second`s into 2026-11-25 (an alert firing again
+/// starts later than it did, or it is a stale repeat).
+fn am_body_over(n: usize, offset: usize, services: usize, status: &str, second: usize) -> String {
     let alerts: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                r#"{{"status":"firing","labels":{{"alertname":"TargetDown","cluster":"eu1","instance":"10.0.{}.{}:9100","job":"api","service":"svc-{}","severity":"critical","team":"payments"}},"annotations":{{"summary":"target down"}},"startsAt":"2026-11-25T03:29:01.917Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus/graph"}}"#,
+                r#"{{"status":"{status}","labels":{{"alertname":"TargetDown","cluster":"eu1","instance":"10.0.{}.{}:9100","job":"api","service":"svc-{}","severity":"critical","team":"payments"}},"annotations":{{"summary":"target down"}},"startsAt":"2026-11-25T{:02}:{:02}:{:02}.917Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus/graph"}}"#,
                 (i + offset) / 250,
                 (i + offset) % 250,
-                (i + offset) % 17
+                (i + offset) % services,
+                second / 3600 % 24,
+                second / 60 % 60,
+                second % 60
             )
         })
         .collect();
@@ -128,6 +139,32 @@ fn correlate(c: &mut Criterion) {
             offset = (offset + 5) % 2_000;
             let alerts = Format::Alertmanager
                 .decode(am_body(10, offset).as_bytes(), Utc::now())
+                .expect("bench body decodes");
+            let sim = &sim;
+            async move { sim.feed("bench", alerts, Utc::now()).await }
+        })
+    });
+    g.finish();
+
+    // One group per body, as Alertmanager sends a group: 20 alerts into one
+    // incident of 400 alerts, each a status change (they fire, then resolve
+    // on the next pass over the 400, and so on). Every alert of the body
+    // changes that incident in turn before it is written once.
+    let sim = incidentd::simulate::Simulation::new(Arc::new(rules(10))).expect("simulation");
+    let mut sent = 0usize;
+    let mut g = c.benchmark_group("ingest_and_correlate");
+    g.throughput(Throughput::Elements(20));
+    g.bench_function("memory_store_one_group_20_alerts", |b| {
+        b.to_async(&rt).iter(|| {
+            let status = if (sent / 400).is_multiple_of(2) {
+                "firing"
+            } else {
+                "resolved"
+            };
+            let body = am_body_over(20, sent % 400, 1, status, sent / 400);
+            sent += 20;
+            let alerts = Format::Alertmanager
+                .decode(body.as_bytes(), Utc::now())
                 .expect("bench body decodes");
             let sim = &sim;
             async move { sim.feed("bench", alerts, Utc::now()).await }

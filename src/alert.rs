@@ -56,6 +56,30 @@ pub struct Alert {
     pub received_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl Alert {
+    /// A bare alert for unit tests: `labels`, fingerprinted from them, with
+    /// `status`, received at `at`.
+    pub(crate) fn for_test(labels: &[(&str, &str)], status: Status, at: DateTime<Utc>) -> Alert {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Alert {
+            source: "test".into(),
+            fingerprint: label_fingerprint(&labels),
+            status,
+            labels,
+            annotations: Default::default(),
+            severity: None,
+            starts_at: None,
+            ends_at: None,
+            generator_url: None,
+            received_at: at,
+        }
+    }
+}
+
 /// Prometheus' label-set fingerprint: FNV-1a 64 over `name 0xff value 0xff` for the
 /// labels sorted by name, printed as 16 hex digits.
 pub fn label_fingerprint(labels: &BTreeMap<String, String>) -> String {

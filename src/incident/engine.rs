@@ -593,7 +593,9 @@ impl Engine {
         let fps: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             let found = self.store.find_incidents(rule, key, &fps).await?;
-            let mut current: HashMap<String, Incident> = found.incidents.clone();
+            // The incidents as this attempt changes them, each copied from
+            // `found` when first touched: `found` stays as read, to compare with.
+            let mut current: HashMap<String, Incident> = HashMap::new();
             let mut slot = found.slot.clone();
             let mut created: Vec<String> = Vec::new();
             let mut joined: HashMap<String, Vec<&str>> = HashMap::new();
@@ -601,18 +603,19 @@ impl Engine {
             for (alert, member) in alerts.iter().zip(&found.members) {
                 // The incident the alert already belongs to (unless closed), else
                 // the one the key points at now.
-                let target = member
+                let view = |id: &String| current.get(id).or_else(|| found.incidents.get(id));
+                let target_id = member
                     .as_ref()
-                    .filter(|id| {
-                        current
-                            .get(*id)
-                            .is_some_and(|i| i.state != IncidentState::Closed)
-                    })
+                    .filter(|id| view(id).is_some_and(|i| i.state != IncidentState::Closed))
                     .or(slot.as_ref())
-                    .and_then(|id| current.get(id))
                     .cloned();
+                let mut target = target_id.and_then(|id| {
+                    current
+                        .remove(&id)
+                        .or_else(|| found.incidents.get(&id).cloned())
+                });
                 let step = lifecycle::on_alert(
-                    target,
+                    &mut target,
                     rule,
                     spec,
                     key,
@@ -621,6 +624,10 @@ impl Engine {
                     self.after_manual_close,
                     new_id,
                 );
+                // Not changed by this alert: back in its place.
+                if let Some(untouched) = target {
+                    current.insert(untouched.id.clone(), untouched);
+                }
                 let (inc, opened) = match step {
                     Step::Nothing => {
                         results.push(Correlated::Nothing);

@@ -234,7 +234,7 @@ mod tests {
     use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
-    use crate::alert::{Alert, Status, label_fingerprint};
+    use crate::alert::{Alert, Status};
     use crate::rules::RuleSet;
     use crate::simulate::Simulation;
 
@@ -243,20 +243,7 @@ mod tests {
     }
 
     fn alert(name: &str, status: Status, at: DateTime<Utc>) -> Alert {
-        let labels: std::collections::BTreeMap<String, String> =
-            [("alertname".to_string(), name.to_string())].into();
-        Alert {
-            source: "test".into(),
-            fingerprint: label_fingerprint(&labels),
-            status,
-            labels,
-            annotations: Default::default(),
-            severity: None,
-            starts_at: None,
-            ends_at: None,
-            generator_url: None,
-            received_at: at,
-        }
+        Alert::for_test(&[("alertname", name)], status, at)
     }
 
     /// Two rules: `steady` says nothing about flapping, `bouncy` turns it on

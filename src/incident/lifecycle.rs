@@ -75,9 +75,14 @@ pub enum AfterManualClose {
 /// Applies one alert (firing or resolved) for `rule`/`key` to `current`, the
 /// incident the store found for it: the one the alert already belongs to, else
 /// the one the correlation key points at.
+///
+/// `current` is taken out of its place only when the step changes it (the
+/// step is then [`Step::Update`]); otherwise it stays as it was. A caller
+/// holding several incidents need not copy one (with all its alerts) per
+/// alert just in case.
 #[allow(clippy::too_many_arguments)]
 pub fn on_alert(
-    current: Option<Incident>,
+    current: &mut Option<Incident>,
     rule: &str,
     spec: &IncidentSpec,
     key: &str,
@@ -86,24 +91,77 @@ pub fn on_alert(
     after_manual_close: AfterManualClose,
     new_id: impl FnOnce() -> String,
 ) -> Step {
+    let change = match decide(current.as_ref(), alert, now, after_manual_close) {
+        Decision::Nothing => return Step::Nothing,
+        Decision::Create => {
+            return Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())));
+        }
+        Decision::CreateAfterManualClose { follows, closed_by } => {
+            let mut next = create(rule, spec, key, alert, now, new_id());
+            next.push_timeline(
+                now,
+                "related",
+                format!(
+                    "follows incident {follows}, closed by {closed_by}: a new incident rather than reopening it"
+                ),
+            );
+            next.related.push(follows);
+            return Step::Create(Box::new(next));
+        }
+        change => change,
+    };
+    // `decide` saw an incident for every change below.
+    let Some(inc) = current.take() else {
+        return Step::Nothing;
+    };
+    Step::Update(Box::new(match change {
+        Decision::MemberStatus => member_status(inc, alert, now),
+        Decision::Reopen => {
+            let mut inc = inc;
+            inc.state = IncidentState::Reopened;
+            inc.reopen_count += 1;
+            inc.resolved_at = None;
+            inc.push_timeline(now, "reopened", format!("{} fired again", cause(alert)));
+            join(inc, spec, alert, now)
+        }
+        _ => join(inc, spec, alert, now),
+    }))
+}
+
+/// What [`on_alert`] does, decided from a look at the incident.
+enum Decision {
+    Nothing,
+    Create,
+    /// A new incident, linked to one a person resolved or closed.
+    CreateAfterManualClose {
+        follows: String,
+        closed_by: String,
+    },
+    /// The alert joins the incident, or its status there changes.
+    Join,
+    /// A flapping member fires again: its status changes, the incident stays
+    /// resolved.
+    MemberStatus,
+    Reopen,
+}
+
+fn decide(
+    current: Option<&Incident>,
+    alert: &Alert,
+    now: DateTime<Utc>,
+    after_manual_close: AfterManualClose,
+) -> Decision {
     let firing = alert.status == Status::Firing;
     if firing
         && after_manual_close == AfterManualClose::NewIncident
-        && let Some(inc) = &current
+        && let Some(inc) = current
         && !inc.state.is_open()
         && let Some(by) = &inc.closed_by
     {
-        let mut next = create(rule, spec, key, alert, now, new_id());
-        next.related.push(inc.id.clone());
-        next.push_timeline(
-            now,
-            "related",
-            format!(
-                "follows incident {}, closed by {by}: a new incident rather than reopening it",
-                inc.id
-            ),
-        );
-        return Step::Create(Box::new(next));
+        return Decision::CreateAfterManualClose {
+            follows: inc.id.clone(),
+            closed_by: by.clone(),
+        };
     }
     match current {
         Some(inc) if inc.state.is_open() => {
@@ -111,40 +169,35 @@ pub fn on_alert(
             // Only a firing alert joins by the window: one that resolves without
             // ever having been part of the incident has nothing to add to it.
             if member || (firing && within(inc.last_activity, now, inc.policy.window_s)) {
-                Step::Update(Box::new(join(inc, spec, alert, now)))
+                Decision::Join
             } else if firing {
-                Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())))
+                Decision::Create
             } else {
-                Step::Nothing
+                Decision::Nothing
             }
         }
         Some(inc) if inc.state == IncidentState::Resolved => {
             let resolved_at = inc.resolved_at.unwrap_or(inc.updated_at);
             if firing
                 && inc.alert(&alert.fingerprint).is_some()
-                && flapping::would_flap(&inc, &alert.fingerprint, now)
+                && flapping::would_flap(inc, &alert.fingerprint, now)
             {
                 // A flapping alert does not reopen it; it reopens once the
                 // alert has settled firing (see `tick`).
-                Step::Update(Box::new(member_status(inc, alert, now)))
+                Decision::MemberStatus
             } else if firing && within(resolved_at, now, inc.policy.reopen_within_s) {
-                let mut inc = inc;
-                inc.state = IncidentState::Reopened;
-                inc.reopen_count += 1;
-                inc.resolved_at = None;
-                inc.push_timeline(now, "reopened", format!("{} fired again", cause(alert)));
-                Step::Update(Box::new(join(inc, spec, alert, now)))
+                Decision::Reopen
             } else if firing {
-                Step::Create(Box::new(create(rule, spec, key, alert, now, new_id())))
+                Decision::Create
             } else if inc.alert(&alert.fingerprint).is_some() {
-                Step::Update(Box::new(join(inc, spec, alert, now)))
+                Decision::Join
             } else {
-                Step::Nothing
+                Decision::Nothing
             }
         }
         // Closed, or nothing yet: only a firing alert opens an incident.
-        _ if firing => Step::Create(Box::new(create(rule, spec, key, alert, now, new_id()))),
-        _ => Step::Nothing,
+        _ if firing => Decision::Create,
+        _ => Decision::Nothing,
     }
 }
 
@@ -468,4 +521,72 @@ pub fn remote_change(
         _ => {}
     }
     inc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Action, RuleSet};
+
+    fn spec() -> std::sync::Arc<IncidentSpec> {
+        let yaml = "rules:\n  - name: down\n    match: ['alertname=\"Down\"']\n    incident: {title: \"{{ labels.service }} down\", impact: high, urgency: high, group_by: [service], window_s: 300, reopen_within_s: 3600}\n";
+        let set = RuleSet::from_sources(&[("r.yaml".into(), yaml.to_string())]).expect("rules");
+        let alert = alert("x", Status::Firing);
+        match set.evaluate(&alert).remove(0).action {
+            Action::Incident(spec) => spec,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn alert(instance: &str, status: Status) -> Alert {
+        let labels = [
+            ("alertname", "Down"),
+            ("service", "api"),
+            ("instance", instance),
+        ];
+        Alert::for_test(&labels, status, Utc::now())
+    }
+
+    fn step(current: &mut Option<Incident>, a: &Alert, now: DateTime<Utc>) -> Step {
+        let spec = spec();
+        on_alert(
+            current,
+            "down",
+            &spec,
+            "api",
+            a,
+            now,
+            AfterManualClose::default(),
+            || "new".to_string(),
+        )
+    }
+
+    #[test]
+    fn an_incident_the_alert_does_not_change_stays_in_place() {
+        let now = Utc::now();
+        let Step::Create(first) = step(&mut None, &alert("a", Status::Firing), now) else {
+            panic!("the first alert opens an incident");
+        };
+        let mut current = Some(*first);
+
+        // A resolved alert that never joined: nothing, and the incident stays.
+        let step_of_stranger = step(&mut current, &alert("b", Status::Resolved), now);
+        assert_eq!(step_of_stranger, Step::Nothing);
+        assert_eq!(current.as_ref().map(|i| i.alerts.len()), Some(1));
+
+        // A firing alert after the window: a new incident, the old one stays.
+        let later = now + chrono::Duration::minutes(10);
+        let Step::Create(fresh) = step(&mut current, &alert("c", Status::Firing), later) else {
+            panic!("outside the window a new incident opens");
+        };
+        assert_eq!(fresh.alerts.len(), 1);
+        assert_eq!(current.as_ref().map(|i| i.alerts.len()), Some(1));
+
+        // A member's change takes it out, changed.
+        let Step::Update(changed) = step(&mut current, &alert("a", Status::Resolved), later) else {
+            panic!("a member resolving updates its incident");
+        };
+        assert!(current.is_none());
+        assert_eq!(changed.alerts[0].status, Status::Resolved);
+    }
 }

@@ -299,7 +299,7 @@ mod tests {
 
     use chrono::{DateTime, TimeZone, Utc};
 
-    use crate::alert::{Alert, Status, label_fingerprint};
+    use crate::alert::{Alert, Status};
     use crate::rules::RuleSet;
     use crate::simulate::Simulation;
 
@@ -326,20 +326,7 @@ mod tests {
     }
 
     fn alert(at: DateTime<Utc>) -> Alert {
-        let labels: std::collections::BTreeMap<String, String> =
-            [("alertname".to_string(), "Down".to_string())].into();
-        Alert {
-            source: "test".into(),
-            fingerprint: label_fingerprint(&labels),
-            status: Status::Firing,
-            labels,
-            annotations: Default::default(),
-            severity: None,
-            starts_at: None,
-            ends_at: None,
-            generator_url: None,
-            received_at: at,
-        }
+        Alert::for_test(&[("alertname", "Down")], Status::Firing, at)
     }
 
     #[tokio::test]

@@ -204,11 +204,18 @@ impl StateStore for MemoryStore {
                     .cloned()
             })
             .collect();
-        let incidents = members
+        // A group's alerts mostly belong to one incident: copy it once, not
+        // once per alert (a copy holds every alert of the incident).
+        let mut wanted: Vec<&String> = members
             .iter()
             .flatten()
             .chain(slot.iter())
             .chain(slots.iter().flatten())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let incidents = wanted
+            .into_iter()
             .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
             .collect();
         Ok(FoundIncidents {

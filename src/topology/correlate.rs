@@ -555,7 +555,7 @@ impl Engine {
             .and_then(|id| take_for(work, &id, fp, firing, now))
         {
             let step = lifecycle::on_alert(
-                Some(m),
+                &mut Some(m),
                 rule,
                 spec,
                 key,
@@ -696,14 +696,14 @@ impl Engine {
         let placed = match placed {
             Some(p) => p,
             None => {
-                let target = match work.slot(key).flatten() {
+                let mut target = match work.slot(key).flatten() {
                     Some(id) if self.ensure(work, &id).await? => {
                         take_for(work, &id, fp, firing, now)
                     }
                     _ => None,
                 };
                 let step = lifecycle::on_alert(
-                    target,
+                    &mut target,
                     rule,
                     spec,
                     key,
