@@ -8,7 +8,8 @@
 //!   Entries whose hash has expired are pruned when a listing finds them.
 //!
 //! - `{P}:incident:ID`, `{P}:slot:KEY` (correlation key → incident id),
-//!   `{P}:member:RULE|FP` (alert → incident), `{P}:incidents` and `{P}:due`
+//!   `{P}:member:RULE|FP` (alert → incident), `{P}:of-alert:FP` (the set of
+//!   incidents an alert belongs to, under any rule), `{P}:incidents` and `{P}:due`
 //!   (sorted sets by update time and next timer), `{P}:held` (alerts held by a
 //!   maintenance window), `{P}:heartbeats` (heartbeat name → last seen, ms).
 //!   `{P}:timeline:ID` is an incident's timeline, a list of JSON entries kept
@@ -17,6 +18,8 @@
 //!   hash's `tl_total` counts the entries ever appended (the list keeps the
 //!   newest `MAX_TIMELINE`); a document without it is from before the split
 //!   and still carries its timeline, which its next update moves to the list.
+//!   The hash's `route` field repeats the document's route for the outbox
+//!   worker, which needs nothing else (older hashes lack it: read the document).
 //!   They share the `{P}` hash tag so one Lua script can
 //!   commit an incident, its slot and membership atomically on Redis Cluster too;
 //!   incidents are far fewer than alerts, so one slot holds them.
@@ -190,6 +193,11 @@ impl RedisStore {
     /// The incident alert `fp` belongs to under `rule`.
     fn member_key(&self, rule: &str, fp: &str) -> String {
         self.inc_key(&format!("member:{rule}|{fp}"))
+    }
+
+    /// The set of incidents an alert belongs to, under any rule.
+    fn of_alert_key(&self, fp: &str) -> String {
+        self.inc_key(&format!("of-alert:{fp}"))
     }
 
     /// Incidents `ids`; with `timeline`, their whole timeline, otherwise
@@ -688,7 +696,7 @@ impl StateStore for RedisStore {
         for (rule, fp) in c.members {
             invocation
                 .key(self.member_key(rule, fp))
-                .key(self.inc_key(&format!("of-alert:{fp}")));
+                .key(self.of_alert_key(fp));
         }
         for slot in c.slots {
             invocation.key(self.slot_key(slot.key));
@@ -850,7 +858,7 @@ impl StateStore for RedisStore {
 
     async fn incidents_of_alert(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
-        conn.smembers(self.inc_key(&format!("of-alert:{fingerprint}")))
+        conn.smembers(self.of_alert_key(fingerprint))
             .await
             .map_err(unavailable)
     }
