@@ -142,6 +142,8 @@ struct RtState {
     /// TicketSQL of every search.
     queries: Vec<String>,
     faults: VecDeque<Fault>,
+    /// How long a read of one ticket (`GET /ticket/{id}`) takes to answer.
+    fetch_delay: Duration,
     /// Queues that exist, with the ticket custom fields applied to them.
     queues: BTreeMap<String, Vec<String>>,
 }
@@ -275,6 +277,14 @@ async fn handle(
             .and_then(|h| h.to_str().ok())
             .unwrap_or("rt")
     );
+    let delay = state.lock().unwrap().fetch_delay;
+    let one_ticket = uri
+        .path()
+        .strip_prefix("/REST/2.0/ticket/")
+        .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()));
+    if method == Method::GET && one_ticket && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut st = state.lock().unwrap();
     st.requests.push(format!("{method} {uri}"));
     let path = uri.path().to_string();
@@ -1014,6 +1024,103 @@ async fn fetch_reads_the_status_and_who_changed_it_last() {
         url: None,
     };
     assert_eq!(a.fetch(&target, &gone).await.unwrap(), None);
+}
+
+/// A delivery worker over a memory store with one `rt` adapter on `rt`, an
+/// incident routed to it, and the ticket the worker made for it.
+async fn worker_with_a_ticket(
+    rt: &Mock,
+    id: &str,
+) -> (
+    incidentd::store::SharedStore,
+    Arc<incidentd::outbox::worker::Worker>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "store:\n  url: memory\nadapters:\n  rt:\n    type: rt\n{}",
+        rt.yaml("")
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    let (store, worker, _) = common::memory_worker(dir.path(), &yaml);
+    let worker = Arc::new(worker);
+    let mut inc = incident(id);
+    inc.state = incidentd::incident::IncidentState::New;
+    inc.version = 1;
+    common::commit_new(&store, &inc).await;
+    assert!(worker.handle(id).await, "the ticket is made");
+    assert_eq!(rt.ticket(1).status, "new");
+    (store, worker)
+}
+
+/// One read-back pass over every ticket, started.
+fn read_back_in_the_background(
+    worker: &Arc<incidentd::outbox::worker::Worker>,
+) -> tokio::task::JoinHandle<Result<(), incidentd::store::StoreError>> {
+    let worker = worker.clone();
+    tokio::spawn(async move { worker.poll_remote().await })
+}
+
+/// The person's resolve of ticket 1, as RT records it.
+fn resolve_by_alice(rt: &Mock) {
+    let mut st = rt.st();
+    let t = st.tickets.get_mut(&1).unwrap();
+    t.status = "resolved".into();
+    t.last_updated_by = "alice".into();
+}
+
+#[tokio::test]
+async fn a_slow_read_back_leaves_the_ticket_free_for_a_delivery_and_applies_the_change_it_read() {
+    let rt = Mock::start().await;
+    let (store, worker) = worker_with_a_ticket(&rt, "inc-slow-read").await;
+    resolve_by_alice(&rt);
+    rt.st().fetch_delay = Duration::from_millis(1500);
+    let poll = read_back_in_the_background(&worker);
+    // While RT takes its time answering the read-back, a delivery can take
+    // the ticket's lease: holding it for the whole fetch starved deliveries.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "the read-back is still fetching");
+    let ttl = Duration::from_secs(5);
+    assert!(
+        store
+            .try_lease("inc-slow-read:rt", "a-delivery", ttl)
+            .await
+            .unwrap(),
+        "the read-back holds the ticket's lease while it fetches"
+    );
+    store
+        .release_lease("inc-slow-read:rt", "a-delivery")
+        .await
+        .unwrap();
+    poll.await.unwrap().unwrap();
+    let inc = store.get_incident("inc-slow-read").await.unwrap().unwrap();
+    assert_eq!(inc.state, incidentd::incident::IncidentState::Resolved);
+    assert_eq!(inc.closed_by.as_deref(), Some("alice in rt"));
+}
+
+#[tokio::test]
+async fn a_ticket_change_read_while_a_delivery_moved_the_ticket_is_not_taken_for_a_persons() {
+    let rt = Mock::start().await;
+    let (store, worker) = worker_with_a_ticket(&rt, "inc-moved").await;
+    resolve_by_alice(&rt);
+    rt.st().fetch_delay = Duration::from_millis(1000);
+    let poll = read_back_in_the_background(&worker);
+    // A delivery resolves the ticket itself while the read-back fetches, and
+    // records it: what the read-back fetched is incidentd's own move.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut st = store.get_sync("inc-moved", "rt").await.unwrap().unwrap();
+    st.remote = Some(TicketState::Resolved);
+    st.version += 1;
+    store.put_sync("inc-moved", "rt", &st).await.unwrap();
+    poll.await.unwrap().unwrap();
+    let inc = store.get_incident("inc-moved").await.unwrap().unwrap();
+    assert_eq!(
+        inc.state,
+        incidentd::incident::IncidentState::New,
+        "{inc:?}"
+    );
+    assert_eq!(inc.closed_by, None);
 }
 
 #[tokio::test]

@@ -427,42 +427,6 @@ async fn a_single_change_outlasting_retries_and_reclaims_is_still_delivered() {
     d.shutdown().await.unwrap();
 }
 
-/// A delivery worker (not yet running) over a memory store, configured by
-/// `yaml`, and that store and the metrics.
-fn memory_worker(
-    dir: &std::path::Path,
-    yaml: &str,
-) -> (
-    incidentd::store::SharedStore,
-    incidentd::outbox::worker::Worker,
-    Arc<incidentd::metrics::Metrics>,
-) {
-    let overrides = incidentd::config::Overrides {
-        listen: None,
-        store: None,
-    };
-    let cfg = incidentd::config::parse(&dir.join("c.yaml"), yaml, &overrides, |_| None)
-        .unwrap_or_else(|e| panic!("test config: {e}"));
-    let metrics = Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
-    let store: incidentd::store::SharedStore = Arc::new(
-        incidentd::store::memory::MemoryStore::new(Duration::from_secs(3600)),
-    );
-    let engine = Arc::new(incidentd::incident::engine::Engine::new(
-        store.clone(),
-        Arc::new(incidentd::rules::RuleSet::empty()),
-        metrics.clone(),
-    ));
-    let worker = incidentd::outbox::worker::Worker::new(
-        store.clone(),
-        engine,
-        &cfg.adapters,
-        metrics.clone(),
-        cfg.delivery.clone(),
-    )
-    .unwrap();
-    (store, worker, metrics)
-}
-
 #[tokio::test]
 async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledged_together() {
     use incidentd::store::IncidentCommit;
@@ -472,7 +436,7 @@ async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledg
     // that covered it, none left pending for a later claim.
     let yaml =
         config(dir.path(), "", &hook).replace("reclaim_after_ms: 300", "reclaim_after_ms: 600000");
-    let (store, worker, metrics) = memory_worker(dir.path(), &yaml);
+    let (store, worker, metrics) = common::memory_worker(dir.path(), &yaml);
 
     // Five changes to one incident, each with its outbox entry, all written
     // before the worker starts: its first read holds all five.
@@ -522,7 +486,6 @@ async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledg
 
 #[tokio::test]
 async fn after_a_short_read_the_worker_waits_and_reads_what_was_written_meanwhile_together() {
-    use incidentd::store::IncidentCommit;
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
     let yaml = config(dir.path(), "", &hook)
@@ -531,24 +494,13 @@ async fn after_a_short_read_the_worker_waits_and_reads_what_was_written_meanwhil
             "lease_ms: 1500\n",
             "lease_ms: 1500\n  batch_wait_ms: 1000\n",
         );
-    let (store, worker, _) = memory_worker(dir.path(), &yaml);
+    let (store, worker, _) = common::memory_worker(dir.path(), &yaml);
     let open = |id: &str| {
         let store = store.clone();
         let mut inc = sample_incident(id);
         inc.route = vec!["hook".into()];
         inc.version = 1;
-        async move {
-            let commit = IncidentCommit {
-                incident: &inc,
-                expected_version: 0,
-                bind: None,
-                members: &[],
-                due: None,
-                outbox_event: Some("created"),
-                slots: &[],
-            };
-            assert!(store.commit_incident(&commit).await.unwrap());
-        }
+        async move { commit_new(&store, &inc).await }
     };
     let delivered = |id: &str| events_for(&got, id) == ["created"];
     let later: Vec<String> = (0..5).map(|n| format!("later-{n}")).collect();

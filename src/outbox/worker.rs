@@ -21,7 +21,7 @@ use sha2::Digest;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{DeadLetter, OutboxEntry, SyncState};
-use crate::adapters::{Built, DeliveryError, ExternalRef, Target, TicketState};
+use crate::adapters::{Built, DeliveryError, ExternalRef, RemoteTicket, Target, TicketState};
 use crate::incident::engine::Engine;
 use crate::incident::{Incident, IncidentQuery, IncidentState};
 use crate::metrics::Metrics;
@@ -457,19 +457,7 @@ impl Worker {
                     let Some((built, target)) = self.adapters.get(name) else {
                         continue;
                     };
-                    // Under the ticket's lease, so a read-back never interleaves with
-                    // a delivery to the same ticket. Its own owner name: leases are
-                    // re-entrant per owner, and the read-back must not enter a
-                    // delivery of this same process.
-                    let owner = format!("{}-read-back", self.consumer);
-                    let lease = format!("{}:{name}", inc.id);
-                    let ttl = Duration::from_millis(self.config.lease_ms.max(100));
-                    if !self.store.try_lease(&lease, &owner, ttl).await? {
-                        continue;
-                    }
-                    let result = self.read_back(inc, name, built, target).await;
-                    let _ = self.store.release_lease(&lease, &owner).await;
-                    result?;
+                    self.read_back(inc, name, built, target).await?;
                 }
             }
         }
@@ -477,6 +465,14 @@ impl Worker {
     }
 
     /// Reads one ticket back and applies a person's change to the incident.
+    ///
+    /// The ticket is fetched without the ticket's lease: a fetch takes as long
+    /// as the ITSM does, and a read-back holding the lease that long made
+    /// deliveries to the ticket find it busy poll after poll (a slow RT kept a
+    /// ticket from following its incident for 30 s). Only a change found is
+    /// applied under the lease, and only if no delivery moved the ticket while
+    /// it was fetched: otherwise incidentd's own move could be taken for a
+    /// person's, and the next poll looks again.
     async fn read_back(
         &self,
         inc: &Incident,
@@ -484,10 +480,10 @@ impl Worker {
         built: &Built,
         target: &Target,
     ) -> Result<(), StoreError> {
-        let Some(mut st) = self.store.get_sync(&inc.id, name).await? else {
+        let Some(seen) = self.store.get_sync(&inc.id, name).await? else {
             return Ok(());
         };
-        let Some(ext) = st.external.clone() else {
+        let Some(ext) = seen.external.clone() else {
             return Ok(());
         };
         let remote = match built.adapter.fetch(target, &ext).await {
@@ -498,7 +494,35 @@ impl Worker {
                 return Ok(());
             }
         };
-        if st.remote == Some(remote.state) {
+        if seen.remote == Some(remote.state) {
+            return Ok(());
+        }
+        // Its own owner name: leases are re-entrant per owner, and the
+        // read-back must not enter a delivery of this same process.
+        let owner = format!("{}-read-back", self.consumer);
+        let lease = format!("{}:{name}", inc.id);
+        let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+        if !self.store.try_lease(&lease, &owner, ttl).await? {
+            return Ok(());
+        }
+        let result = self.apply_read_back(inc, name, &seen, remote).await;
+        let _ = self.store.release_lease(&lease, &owner).await;
+        result
+    }
+
+    /// Applies what a person changed in the ticket, under the ticket's lease,
+    /// unless a delivery changed the sync state since `seen` was read.
+    async fn apply_read_back(
+        &self,
+        inc: &Incident,
+        name: &str,
+        seen: &SyncState,
+        remote: RemoteTicket,
+    ) -> Result<(), StoreError> {
+        let Some(mut st) = self.store.get_sync(&inc.id, name).await? else {
+            return Ok(());
+        };
+        if st != *seen {
             return Ok(());
         }
         // Somebody changed the ticket in the ITSM.

@@ -415,3 +415,58 @@ pub fn wait_listening(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A delivery worker (not yet running) over a memory store, configured by
+/// `yaml`, and that store and the metrics.
+pub fn memory_worker(
+    dir: &std::path::Path,
+    yaml: &str,
+) -> (
+    incidentd::store::SharedStore,
+    incidentd::outbox::worker::Worker,
+    std::sync::Arc<incidentd::metrics::Metrics>,
+) {
+    let overrides = incidentd::config::Overrides {
+        listen: None,
+        store: None,
+    };
+    let cfg = incidentd::config::parse(&dir.join("c.yaml"), yaml, &overrides, |_| None)
+        .unwrap_or_else(|e| panic!("test config: {e}"));
+    let metrics =
+        std::sync::Arc::new(incidentd::metrics::Metrics::new(prometheus::Registry::new()).unwrap());
+    let store: incidentd::store::SharedStore = std::sync::Arc::new(
+        incidentd::store::memory::MemoryStore::new(Duration::from_secs(3600)),
+    );
+    let engine = std::sync::Arc::new(incidentd::incident::engine::Engine::new(
+        store.clone(),
+        std::sync::Arc::new(incidentd::rules::RuleSet::empty()),
+        metrics.clone(),
+    ));
+    let worker = incidentd::outbox::worker::Worker::new(
+        store.clone(),
+        engine,
+        &cfg.adapters,
+        metrics.clone(),
+        cfg.delivery.clone(),
+    )
+    .unwrap();
+    (store, worker, metrics)
+}
+
+/// Writes `inc` as a new incident (version 0 to its version) with a
+/// `created` outbox entry, as the engine does.
+pub async fn commit_new(
+    store: &incidentd::store::SharedStore,
+    inc: &incidentd::incident::Incident,
+) {
+    let commit = incidentd::store::IncidentCommit {
+        incident: inc,
+        expected_version: 0,
+        bind: None,
+        members: &[],
+        due: None,
+        outbox_event: Some("created"),
+        slots: &[],
+    };
+    assert!(store.commit_incident(&commit).await.unwrap());
+}
