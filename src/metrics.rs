@@ -31,7 +31,8 @@ pub struct Metrics {
     pub rules_loaded: IntGauge,
     /// Rule reloads by result (success, failure).
     pub rules_reloads: IntCounterVec,
-    /// Delivery steps by adapter and outcome (delivered, retry_later, dead_letter).
+    /// Delivery steps by adapter and outcome (delivered, retry_later, dead_letter,
+    /// busy: the ticket was leased elsewhere, unknown_adapter).
     pub deliveries: IntCounterVec,
     pub delivery_retries: IntCounterVec,
     pub delivery_duration: HistogramVec,

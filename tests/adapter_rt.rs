@@ -1034,6 +1034,7 @@ async fn worker_with_a_ticket(
 ) -> (
     incidentd::store::SharedStore,
     Arc<incidentd::outbox::worker::Worker>,
+    Arc<incidentd::metrics::Metrics>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
@@ -1043,15 +1044,15 @@ async fn worker_with_a_ticket(
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     );
-    let (store, worker, _) = common::memory_worker(dir.path(), &yaml);
+    let (store, worker, metrics) = common::memory_worker(dir.path(), &yaml);
     let worker = Arc::new(worker);
     let mut inc = incident(id);
     inc.state = incidentd::incident::IncidentState::New;
     inc.version = 1;
-    common::commit_new(&store, &inc).await;
+    common::commit_next(&store, &inc).await;
     assert!(worker.handle(id).await, "the ticket is made");
     assert_eq!(rt.ticket(1).status, "new");
-    (store, worker)
+    (store, worker, metrics)
 }
 
 /// One read-back pass over every ticket, started.
@@ -1073,7 +1074,7 @@ fn resolve_by_alice(rt: &Mock) {
 #[tokio::test]
 async fn a_slow_read_back_leaves_the_ticket_free_for_a_delivery_and_applies_the_change_it_read() {
     let rt = Mock::start().await;
-    let (store, worker) = worker_with_a_ticket(&rt, "inc-slow-read").await;
+    let (store, worker, _) = worker_with_a_ticket(&rt, "inc-slow-read").await;
     resolve_by_alice(&rt);
     rt.st().fetch_delay = Duration::from_millis(1500);
     let poll = read_back_in_the_background(&worker);
@@ -1102,7 +1103,7 @@ async fn a_slow_read_back_leaves_the_ticket_free_for_a_delivery_and_applies_the_
 #[tokio::test]
 async fn a_ticket_change_read_while_a_delivery_moved_the_ticket_is_not_taken_for_a_persons() {
     let rt = Mock::start().await;
-    let (store, worker) = worker_with_a_ticket(&rt, "inc-moved").await;
+    let (store, worker, _) = worker_with_a_ticket(&rt, "inc-moved").await;
     resolve_by_alice(&rt);
     rt.st().fetch_delay = Duration::from_millis(1000);
     let poll = read_back_in_the_background(&worker);
@@ -1121,6 +1122,32 @@ async fn a_ticket_change_read_while_a_delivery_moved_the_ticket_is_not_taken_for
         "{inc:?}"
     );
     assert_eq!(inc.closed_by, None);
+}
+
+#[tokio::test]
+async fn a_delivery_to_a_ticket_leased_elsewhere_waits_is_counted_and_goes_through_later() {
+    let rt = Mock::start().await;
+    let (store, worker, metrics) = worker_with_a_ticket(&rt, "inc-busy").await;
+    let mut inc = store.get_incident("inc-busy").await.unwrap().unwrap();
+    let ttl = Duration::from_secs(5);
+    assert!(
+        store
+            .try_lease("inc-busy:rt", "elsewhere", ttl)
+            .await
+            .unwrap()
+    );
+    inc.state = incidentd::incident::IncidentState::Resolved;
+    inc.version += 1;
+    common::commit_next(&store, &inc).await;
+    let busy = || metrics.deliveries.with_label_values(&["rt", "busy"]).get();
+    assert!(!worker.handle("inc-busy").await, "its entries stay pending");
+    assert_eq!((busy(), rt.ticket(1).status.as_str()), (1, "new"));
+    store
+        .release_lease("inc-busy:rt", "elsewhere")
+        .await
+        .unwrap();
+    assert!(worker.handle("inc-busy").await);
+    assert_eq!((busy(), rt.ticket(1).status.as_str()), (1, "resolved"));
 }
 
 #[tokio::test]

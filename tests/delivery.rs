@@ -500,7 +500,7 @@ async fn after_a_short_read_the_worker_waits_and_reads_what_was_written_meanwhil
         let mut inc = sample_incident(id);
         inc.route = vec!["hook".into()];
         inc.version = 1;
-        async move { commit_new(&store, &inc).await }
+        async move { commit_next(&store, &inc).await }
     };
     let delivered = |id: &str| events_for(&got, id) == ["created"];
     let later: Vec<String> = (0..5).map(|n| format!("later-{n}")).collect();

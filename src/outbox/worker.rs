@@ -303,7 +303,16 @@ impl Worker {
                     tracing::warn!(adapter = %name, incident = %id, error = %e, "delivery state unavailable; will retry");
                     done = false;
                 }
-                Err(SyncError::Busy) => done = false,
+                Err(SyncError::Busy) => {
+                    // Counted: a ticket busy poll after poll is a delivery held
+                    // up, and nothing else would show it.
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[name, "busy"])
+                        .inc();
+                    tracing::debug!(adapter = %name, incident = %id, "ticket leased elsewhere; delivered when its entry is claimed again");
+                    done = false;
+                }
             }
         }
         done

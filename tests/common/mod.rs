@@ -453,19 +453,23 @@ pub fn memory_worker(
     (store, worker, metrics)
 }
 
-/// Writes `inc` as a new incident (version 0 to its version) with a
-/// `created` outbox entry, as the engine does.
-pub async fn commit_new(
+/// Writes version `inc.version` of an incident over the one before it (none
+/// for version 1), with its outbox entry, as the engine does.
+pub async fn commit_next(
     store: &incidentd::store::SharedStore,
     inc: &incidentd::incident::Incident,
 ) {
     let commit = incidentd::store::IncidentCommit {
         incident: inc,
-        expected_version: 0,
+        expected_version: inc.version - 1,
         bind: None,
         members: &[],
         due: None,
-        outbox_event: Some("created"),
+        outbox_event: Some(if inc.version == 1 {
+            "created"
+        } else {
+            "updated"
+        }),
         slots: &[],
     };
     assert!(store.commit_incident(&commit).await.unwrap());
