@@ -204,19 +204,9 @@ impl StateStore for MemoryStore {
                     .cloned()
             })
             .collect();
-        // A group's alerts mostly belong to one incident: copy it once, not
-        // once per alert (a copy holds every alert of the incident).
-        let mut wanted: Vec<&String> = members
-            .iter()
-            .flatten()
-            .chain(slot.iter())
-            .chain(slots.iter().flatten())
-            .collect();
-        wanted.sort();
-        wanted.dedup();
-        let incidents = wanted
+        let incidents = FoundIncidents::distinct_ids(&members, slot.as_ref(), &slots)
             .into_iter()
-            .filter_map(|id| inc.by_id.get(id).map(|i| (id.clone(), i.clone())))
+            .filter_map(|id| inc.by_id.get(&id).map(|i| (id, i.clone())))
             .collect();
         Ok(FoundIncidents {
             slot,

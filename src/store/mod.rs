@@ -108,6 +108,29 @@ pub struct FoundIncidents {
     pub incidents: std::collections::HashMap<String, Incident>,
 }
 
+impl FoundIncidents {
+    /// The incident ids the alerts' memberships, the key's slot and the other
+    /// slots name, each once (sorted): a group's alerts mostly belong to one
+    /// incident, which is then read and copied once, not once per alert (a
+    /// copy holds every alert of the incident).
+    fn distinct_ids(
+        members: &[Option<String>],
+        slot: Option<&String>,
+        slots: &[Option<String>],
+    ) -> Vec<String> {
+        let mut ids: Vec<String> = members
+            .iter()
+            .flatten()
+            .chain(slot)
+            .chain(slots.iter().flatten())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
 /// What recording one alert did, and, for a repeat, how it was explained the
 /// last time it was processed.
 #[derive(Debug, Clone, PartialEq)]

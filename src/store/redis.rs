@@ -586,15 +586,7 @@ impl StateStore for RedisStore {
         }
         let slots = ids.split_off(1 + fingerprints.len());
         let slot = ids.remove(0);
-        let mut wanted: Vec<String> = ids
-            .iter()
-            .chain(slots.iter())
-            .flatten()
-            .chain(slot.iter())
-            .cloned()
-            .collect();
-        wanted.sort();
-        wanted.dedup();
+        let wanted = FoundIncidents::distinct_ids(&ids, slot.as_ref(), &slots);
         let loaded = self.load_incidents(&wanted, false).await?;
         let incidents = wanted
             .into_iter()
