@@ -32,7 +32,8 @@ pub struct Metrics {
     /// Rule reloads by result (success, failure).
     pub rules_reloads: IntCounterVec,
     /// Delivery steps by adapter and outcome (delivered, retry_later, dead_letter,
-    /// busy: the ticket was leased elsewhere, unknown_adapter).
+    /// busy: the ticket stayed leased elsewhere through short waits,
+    /// unknown_adapter).
     pub deliveries: IntCounterVec,
     pub delivery_retries: IntCounterVec,
     pub delivery_duration: HistogramVec,

@@ -1151,6 +1151,38 @@ async fn a_delivery_to_a_ticket_leased_elsewhere_waits_is_counted_and_goes_throu
 }
 
 #[tokio::test]
+async fn a_delivery_that_finds_its_ticket_busy_goes_through_once_the_holder_lets_go() {
+    let rt = Mock::start().await;
+    let (store, worker, metrics) = worker_with_a_ticket(&rt, "inc-let-go").await;
+    let mut inc = store.get_incident("inc-let-go").await.unwrap().unwrap();
+    let lease = "inc-let-go:rt";
+    assert!(
+        store
+            .try_lease(lease, "elsewhere", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    inc.state = incidentd::incident::IncidentState::Resolved;
+    inc.version += 1;
+    common::commit_next(&store, &inc).await;
+    // The other delivery finishes a moment after this one first tries.
+    let holder = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            store.release_lease(lease, "elsewhere").await.unwrap();
+        })
+    };
+    assert!(
+        worker.handle("inc-let-go").await,
+        "delivered now, not on reclaim"
+    );
+    holder.await.unwrap();
+    let busy = metrics.deliveries.with_label_values(&["rt", "busy"]).get();
+    assert_eq!((busy, rt.ticket(1).status.as_str()), (0, "resolved"));
+}
+
+#[tokio::test]
 async fn rate_limited_429_with_retry_after_is_retried_then_succeeds() {
     let rt = Mock::start().await;
     let (a, target) = adapter(&rt.yaml(""));

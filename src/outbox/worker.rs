@@ -34,6 +34,12 @@ const READ_BATCH: usize = 64;
 /// Rounds of one sync before leaving the rest to the next entry (an incident
 /// changing faster than its ticket can follow).
 const MAX_ROUNDS: usize = 8;
+/// Waits (ms, each jittered down to half) before trying a busy ticket's
+/// lease again, about 1.5 s in all. The delivery holding it re-reads the
+/// incident each round and most often is about to let go; without these a
+/// change that just missed its last round waited for its entry to be
+/// reclaimed (`reclaim_after_ms`, 15 s by default).
+const BUSY_WAITS_MS: [u64; 4] = [100, 200, 400, 800];
 
 /// Worker settings (config `delivery:`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -310,7 +316,7 @@ impl Worker {
                         .deliveries
                         .with_label_values(&[name, "busy"])
                         .inc();
-                    tracing::debug!(adapter = %name, incident = %id, "ticket leased elsewhere; delivered when its entry is claimed again");
+                    tracing::debug!(adapter = %name, incident = %id, "ticket still leased elsewhere after short waits; delivered when its entry is claimed again");
                     done = false;
                 }
             }
@@ -321,8 +327,13 @@ impl Worker {
     async fn sync(&self, id: &str, built: &Built, target: &Target) -> Result<(), SyncError> {
         let lease = format!("{id}:{}", built.name);
         let ttl = Duration::from_millis(self.config.lease_ms.max(100));
-        if !self.store.try_lease(&lease, &self.consumer, ttl).await? {
-            return Err(SyncError::Busy);
+        let mut waits = BUSY_WAITS_MS.iter();
+        while !self.store.try_lease(&lease, &self.consumer, ttl).await? {
+            let Some(&wait_ms) = waits.next() else {
+                return Err(SyncError::Busy);
+            };
+            let jittered = wait_ms / 2 + fastrand::u64(0..=wait_ms / 2);
+            tokio::time::sleep(Duration::from_millis(jittered)).await;
         }
         // Keep the lease while the (possibly long, retrying) sync runs.
         let renew = {
