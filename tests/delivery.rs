@@ -429,7 +429,6 @@ async fn a_single_change_outlasting_retries_and_reclaims_is_still_delivered() {
 
 #[tokio::test]
 async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledged_together() {
-    use incidentd::store::IncidentCommit;
     let dir = tempfile::tempdir().unwrap();
     let (hook, got) = start_receiver().await;
     // No reclaim during the test: every entry must be acknowledged by the pass
@@ -445,16 +444,7 @@ async fn many_changes_to_one_incident_in_one_read_are_synced_once_and_acknowledg
     for version in 1..=5 {
         inc.version = version;
         inc.alert_count = version as usize;
-        let commit = IncidentCommit {
-            incident: &inc,
-            expected_version: version - 1,
-            bind: None,
-            members: &[],
-            due: None,
-            outbox_event: Some(if version == 1 { "created" } else { "updated" }),
-            slots: &[],
-        };
-        assert!(store.commit_incident(&commit).await.unwrap());
+        commit_next(&store, &inc).await;
     }
     assert_eq!(store.outbox_stats().await.unwrap().depth, 5);
 

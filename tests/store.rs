@@ -579,21 +579,6 @@ both_stores!(
     }
 );
 
-/// Writes `inc` as the next version of itself.
-async fn commit_next(s: &SharedStore, inc: &incidentd::incident::Incident) {
-    use incidentd::store::IncidentCommit;
-    let commit = IncidentCommit {
-        incident: inc,
-        expected_version: inc.version - 1,
-        bind: None,
-        members: &[],
-        due: None,
-        outbox_event: None,
-        slots: &[],
-    };
-    assert!(s.commit_incident(&commit).await.unwrap());
-}
-
 both_stores!(
     updates_read_without_the_timeline_append_to_it_and_a_full_read_has_the_newest_entries,
     DAY,
@@ -601,14 +586,14 @@ both_stores!(
         use incidentd::incident::MAX_TIMELINE;
         let id = common::unique_prefix("timeline");
         let inc = common::sample_incident(&id);
-        commit_next(&s, &inc).await;
+        common::commit_next(&s, &inc).await;
         // As correlation updates it: read it without its timeline, add, write.
         for n in 0..MAX_TIMELINE + 10 {
             let mut head = s.get_incident_head(&id).await.unwrap().unwrap();
             assert_eq!(head.timeline_total(), n as u64 + 1);
             head.push_timeline(t(n as i64), "alert_added", format!("alert {n} joined"));
             head.version += 1;
-            commit_next(&s, &head).await;
+            common::commit_next(&s, &head).await;
         }
         let full = s.get_incident(&id).await.unwrap().unwrap();
         assert_eq!(full.timeline.len(), MAX_TIMELINE);
@@ -621,7 +606,7 @@ both_stores!(
         let mut whole = full.clone();
         whole.push_timeline(t(9_999), "acknowledged", "by a person");
         whole.version += 1;
-        commit_next(&s, &whole).await;
+        common::commit_next(&s, &whole).await;
         let again = s.get_incident(&id).await.unwrap().unwrap();
         assert_eq!(again.timeline.len(), MAX_TIMELINE);
         assert_eq!(again.timeline_dropped, 12);
@@ -669,7 +654,7 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
     let mut head = store.get_incident_head("old").await.unwrap().unwrap();
     head.push_timeline(t(2), "acknowledged", "by a person");
     head.version = 2;
-    commit_next(&store, &head).await;
+    common::commit_next(&store, &head).await;
 
     let doc: String = redis::cmd("HGET")
         .arg(key("incident:old"))
@@ -774,7 +759,7 @@ both_stores!(
         };
         let mut inc = common::sample_incident("touched");
         inc.last_activity = t(0);
-        commit_next(&s, &inc).await;
+        common::commit_next(&s, &inc).await;
         // A writer reads it before the touch and commits after.
         let read_before = s.get_incident_head("touched").await.unwrap().unwrap();
 
@@ -793,7 +778,7 @@ both_stores!(
         let mut changed = read_before;
         changed.version += 1;
         changed.title = "changed meanwhile".into();
-        commit_next(&s, &changed).await;
+        common::commit_next(&s, &changed).await;
         let after = s.get_incident("touched").await.unwrap().unwrap();
         assert_eq!(after.title, "changed meanwhile");
         assert_eq!(after.last_activity, t(100), "the commit lost the touch");
@@ -802,7 +787,7 @@ both_stores!(
         closed.version += 1;
         closed.state = IncidentState::Closed;
         closed.closed_at = Some(t(101));
-        commit_next(&s, &closed).await;
+        common::commit_next(&s, &closed).await;
         assert_eq!(s.touch_incidents(&ids[..1], t(200)).await.unwrap(), [false]);
         assert_eq!(activity(&s).await, t(100));
     }
@@ -827,7 +812,7 @@ async fn redis_reads_the_route_of_an_incident_written_before_the_hash_kept_it() 
     let mut next = store.get_incident_head("older").await.unwrap().unwrap();
     next.version = 2;
     next.route = vec!["servicenow".into(), "jira".into()];
-    commit_next(&store, &next).await;
+    common::commit_next(&store, &next).await;
     let field: String = redis::cmd("HGET")
         .arg(&key)
         .arg("route")
@@ -858,7 +843,7 @@ both_stores!(
     |s: SharedStore| async move {
         let mut inc = common::sample_incident("routed");
         inc.route = vec!["servicenow".into(), "pagerduty".into()];
-        commit_next(&s, &inc).await;
+        common::commit_next(&s, &inc).await;
         assert_eq!(
             s.incident_route("routed").await.unwrap(),
             Some(vec!["servicenow".to_string(), "pagerduty".to_string()])
@@ -866,7 +851,7 @@ both_stores!(
         let mut rerouted = s.get_incident_head("routed").await.unwrap().unwrap();
         rerouted.version += 1;
         rerouted.route = vec!["jira".into()];
-        commit_next(&s, &rerouted).await;
+        common::commit_next(&s, &rerouted).await;
         assert_eq!(
             s.incident_route("routed").await.unwrap(),
             Some(vec!["jira".to_string()]),
@@ -892,7 +877,7 @@ both_stores!(
         let mut inc = common::sample_incident("labelled");
         // Escapes and non-ASCII text must come back byte for byte.
         inc.alerts = vec![member("a", "quote \" tab \t é ✓"), member("b", "plain")];
-        commit_next(&s, &inc).await;
+        common::commit_next(&s, &inc).await;
 
         let mut update = s.get_incident_head("labelled").await.unwrap().unwrap();
         if s.kind() == "redis" {
@@ -907,7 +892,7 @@ both_stores!(
         update.version += 1;
         update.alerts[1].status = Status::Resolved;
         update.alerts.push(member("c", "new"));
-        commit_next(&s, &update).await;
+        common::commit_next(&s, &update).await;
         if s.kind() == "redis" {
             assert!(
                 update.alerts[0].labels.is_unparsed(),
@@ -1012,7 +997,7 @@ both_stores!(
         closed.state = IncidentState::Closed;
         closed.closed_at = Some(t(3_750));
         closed.closed_by = Some("a person".into());
-        commit_next(&s, &closed).await;
+        common::commit_next(&s, &closed).await;
         ingestor
             .ingest("test", vec![a.clone()], t(3_790))
             .await

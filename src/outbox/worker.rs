@@ -324,9 +324,17 @@ impl Worker {
         done
     }
 
+    /// The lease that keeps deliveries and read-backs of incident `id`'s
+    /// ticket in adapter `adapter` from interleaving, and its time to live.
+    fn ticket_lease(&self, id: &str, adapter: &str) -> (String, Duration) {
+        (
+            format!("{id}:{adapter}"),
+            Duration::from_millis(self.config.lease_ms.max(100)),
+        )
+    }
+
     async fn sync(&self, id: &str, built: &Built, target: &Target) -> Result<(), SyncError> {
-        let lease = format!("{id}:{}", built.name);
-        let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+        let (lease, ttl) = self.ticket_lease(id, &built.name);
         let mut waits = BUSY_WAITS_MS.iter();
         while !self.store.try_lease(&lease, &self.consumer, ttl).await? {
             let Some(&wait_ms) = waits.next() else {
@@ -520,8 +528,7 @@ impl Worker {
         // Its own owner name: leases are re-entrant per owner, and the
         // read-back must not enter a delivery of this same process.
         let owner = format!("{}-read-back", self.consumer);
-        let lease = format!("{}:{name}", inc.id);
-        let ttl = Duration::from_millis(self.config.lease_ms.max(100));
+        let (lease, ttl) = self.ticket_lease(&inc.id, name);
         if !self.store.try_lease(&lease, &owner, ttl).await? {
             return Ok(());
         }
