@@ -340,21 +340,7 @@ pub fn member_resolved(inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Opti
 /// The title rendered for the incident's first alert with the current count.
 fn retitle(inc: &Incident, spec: &IncidentSpec) -> String {
     match inc.alerts.first() {
-        Some(first) => {
-            let alert = Alert {
-                source: String::new(),
-                fingerprint: first.fingerprint.clone(),
-                status: first.status,
-                labels: first.labels.to_map(),
-                annotations: first.annotations.to_map(),
-                severity: first.labels.get("severity").cloned(),
-                starts_at: None,
-                ends_at: None,
-                generator_url: None,
-                received_at: first.joined_at,
-            };
-            spec.render(&alert, inc.alert_count).title
-        }
+        Some(first) => spec.render(&first.as_alert(), inc.alert_count).title,
         None => inc.title.clone(),
     }
 }
@@ -530,9 +516,13 @@ mod tests {
 
     fn spec() -> std::sync::Arc<IncidentSpec> {
         let yaml = "rules:\n  - name: down\n    match: ['alertname=\"Down\"']\n    incident: {title: \"{{ labels.service }} down\", impact: high, urgency: high, group_by: [service], window_s: 300, reopen_within_s: 3600}\n";
+        spec_of(yaml, &alert("x", Status::Firing))
+    }
+
+    /// The incident spec the one rule in `yaml` gives `alert`.
+    fn spec_of(yaml: &str, alert: &Alert) -> std::sync::Arc<IncidentSpec> {
         let set = RuleSet::from_sources(&[("r.yaml".into(), yaml.to_string())]).expect("rules");
-        let alert = alert("x", Status::Firing);
-        match set.evaluate(&alert).remove(0).action {
+        match set.evaluate(alert).remove(0).action {
             Action::Incident(spec) => spec,
             other => panic!("{other:?}"),
         }
@@ -548,11 +538,19 @@ mod tests {
     }
 
     fn step(current: &mut Option<Incident>, a: &Alert, now: DateTime<Utc>) -> Step {
-        let spec = spec();
+        step_under(&spec(), current, a, now)
+    }
+
+    fn step_under(
+        spec: &IncidentSpec,
+        current: &mut Option<Incident>,
+        a: &Alert,
+        now: DateTime<Utc>,
+    ) -> Step {
         on_alert(
             current,
             "down",
-            &spec,
+            spec,
             "api",
             a,
             now,
@@ -588,5 +586,68 @@ mod tests {
         };
         assert!(current.is_none());
         assert_eq!(changed.alerts[0].status, Status::Resolved);
+    }
+
+    /// The titles of an incident opened by one alert and joined by a second,
+    /// under a rule whose title shows the severity; each alert is read as the
+    /// webhook formats read it (its severity from the `severity` field if
+    /// any, else its label, normalized).
+    fn titles_with_severity(label: Option<&str>, field: Option<&str>) -> (String, String) {
+        let yaml = "rules:\n  - name: down\n    match: ['alertname=\"Down\"']\n    incident: {title: \"{{ labels.service }} {{ severity }} ({{ alert_count }})\", impact: high, urgency: high, group_by: [service], window_s: 300}\n";
+        let sent = |instance: &str| {
+            let mut labels = vec![
+                ("alertname", "Down"),
+                ("service", "api"),
+                ("instance", instance),
+            ];
+            labels.extend(label.map(|l| ("severity", l)));
+            let mut a = Alert::for_test(&labels, Status::Firing, Utc::now());
+            a.severity = crate::formats::severity(field, &a.labels);
+            a
+        };
+        let first = sent("a");
+        let spec = spec_of(yaml, &first);
+        let now = Utc::now();
+        let on = |current: &mut Option<Incident>, a: &Alert| step_under(&spec, current, a, now);
+        let Step::Create(opened) = on(&mut None, &first) else {
+            panic!("the first alert opens an incident");
+        };
+        let opened_title = opened.title.clone();
+        let Step::Update(joined) = on(&mut Some(*opened), &sent("b")) else {
+            panic!("the second alert joins it");
+        };
+        (opened_title, joined.title)
+    }
+
+    #[test]
+    fn a_join_words_the_title_with_the_severity_the_incident_was_opened_with() {
+        // An alias in the label, normalized.
+        let (opened, joined) = titles_with_severity(Some("CRIT"), None);
+        assert_eq!(
+            (opened.as_str(), joined.as_str()),
+            ("api critical (1)", "api critical (2)")
+        );
+        // A generic alert's severity field, with no label to give it.
+        let (opened, joined) = titles_with_severity(None, Some("major"));
+        assert_eq!(
+            (opened.as_str(), joined.as_str()),
+            ("api error (1)", "api error (2)")
+        );
+    }
+
+    #[test]
+    fn an_incident_alert_keeps_a_severity_only_when_its_labels_do_not_give_it() {
+        let now = Utc::now();
+        let mut a = Alert::for_test(
+            &[("alertname", "Down"), ("severity", "crit")],
+            Status::Firing,
+            now,
+        );
+        a.severity = Some("critical".into());
+        assert_eq!(IncidentAlert::new(&a, now, None).severity, None);
+        a.severity = Some("warning".into());
+        let member = IncidentAlert::new(&a, now, None);
+        assert_eq!(member.severity.as_deref(), Some("warning"));
+        assert_eq!(member.as_alert().severity.as_deref(), Some("warning"));
     }
 }

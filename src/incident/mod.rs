@@ -102,6 +102,11 @@ pub struct IncidentAlert {
     /// there (`root_cause`, `dependent`, `symptom`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<crate::topology::AlertRole>,
+    /// Its severity, when the alert carried one its `severity` label does not
+    /// give (a generic alert's `severity` field); absent otherwise, as the
+    /// label says it (see [`IncidentAlert::as_alert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 impl IncidentAlert {
@@ -123,8 +128,40 @@ impl IncidentAlert {
             // Joining is its first status change, for flap detection.
             changes: vec![now],
             role,
+            severity: alert
+                .severity
+                .clone()
+                .filter(|s| Some(s) != label_severity(&alert.labels).as_ref()),
         }
     }
+
+    /// The alert as templates see it when an incident is worded again from
+    /// its alerts (title after a join, topology's root cause): its labels,
+    /// annotations and status, and its severity normalized from its labels as
+    /// the webhook formats do, so `{{ severity }}` renders the same as when
+    /// the incident was opened.
+    pub fn as_alert(&self) -> crate::alert::Alert {
+        crate::alert::Alert {
+            source: String::new(),
+            fingerprint: self.fingerprint.clone(),
+            status: self.status,
+            labels: self.labels.to_map(),
+            annotations: self.annotations.to_map(),
+            severity: self
+                .severity
+                .clone()
+                .or_else(|| label_severity(&self.labels)),
+            starts_at: None,
+            ends_at: None,
+            generator_url: None,
+            received_at: self.joined_at,
+        }
+    }
+}
+
+/// The severity the webhook formats give an alert from its labels alone.
+fn label_severity(labels: &BTreeMap<String, String>) -> Option<String> {
+    crate::formats::severity(None, labels)
 }
 
 /// One change of an incident, with its cause.

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::{AlertRole, Topology};
 use std::sync::Arc;
 
-use crate::alert::{Alert, normalize_severity};
-use crate::incident::Incident;
+use crate::alert::Alert;
+use crate::incident::{Incident, IncidentAlert};
 use crate::rules::{Action, IncidentSpec, Level, RuleSet};
 
 /// Recomputes the topology fields of `inc` (see the module header).
@@ -129,21 +129,6 @@ pub fn escalate(inc: &mut Incident, impact: Level, urgency: Level, rules: &RuleS
     }
 }
 
-fn as_alert(a: &crate::incident::IncidentAlert) -> Alert {
-    Alert {
-        source: String::new(),
-        fingerprint: a.fingerprint.clone(),
-        status: a.status,
-        labels: a.labels.to_map(),
-        annotations: a.annotations.to_map(),
-        severity: a.labels.get("severity").map(|s| normalize_severity(s)),
-        starts_at: None,
-        ends_at: None,
-        generator_url: None,
-        received_at: a.joined_at,
-    }
-}
-
 /// The title (and category) as the most urgent rule among the root cause's
 /// alerts words it for its first such alert, counting them: it names what
 /// broke, not what broke first nor what merely warned.
@@ -153,7 +138,7 @@ fn retitle(inc: &mut Incident, topo: &Topology, rules: &RuleSet, root: &str) {
         .iter()
         .filter(|a| a.role == Some(AlertRole::RootCause))
         .filter(|a| topo.service_of(&a.labels).is_some_and(|s| s.name == root))
-        .map(as_alert)
+        .map(IncidentAlert::as_alert)
         .collect();
     let spec_of = |a: &Alert| {
         rules.evaluate(a).into_iter().find_map(|d| match d.action {
