@@ -969,13 +969,88 @@ pub fn change_event(before: Option<&Incident>, after: &Incident) -> Option<&'sta
             IncidentState::Closed => "closed",
         });
     }
-    // One copy (not two): `before` with the fields no ticket shows taken from
-    // `after`; incident documents are large and this runs on every write.
-    let mut a = before.clone();
-    a.last_activity = after.last_activity;
-    a.version = after.version;
-    a.external_refs.clone_from(&after.external_refs);
-    (a != *after).then_some("updated")
+    (!same_for_tickets(before, after)).then_some("updated")
+}
+
+/// Whether two versions of an incident differ only in what no ticket shows
+/// (its activity time, version and ticket references). Field by field rather
+/// than on a copy with those fields made equal: a storm incident's copy is
+/// its hundreds of alerts, and this runs on every write. The destructuring
+/// names every field, so a new one must be placed here to compile.
+fn same_for_tickets(before: &Incident, after: &Incident) -> bool {
+    let Incident {
+        id,
+        title,
+        description,
+        state,
+        priority,
+        impact,
+        urgency,
+        category,
+        subcategory,
+        assignment_group,
+        service,
+        configuration_items,
+        major,
+        alert_count,
+        rule,
+        correlation_key,
+        created_at,
+        updated_at,
+        resolved_at,
+        closed_at,
+        reopen_count,
+        external_refs: _,
+        closed_by,
+        related,
+        route,
+        topology,
+        alerts,
+        timeline,
+        timeline_dropped,
+        timeline_stored,
+        last_activity: _,
+        all_resolved_since,
+        flapping,
+        flap_policy,
+        sla,
+        policy,
+        version: _,
+    } = after;
+    *id == before.id
+        && *title == before.title
+        && *description == before.description
+        && *state == before.state
+        && *priority == before.priority
+        && *impact == before.impact
+        && *urgency == before.urgency
+        && *category == before.category
+        && *subcategory == before.subcategory
+        && *assignment_group == before.assignment_group
+        && *service == before.service
+        && *configuration_items == before.configuration_items
+        && *major == before.major
+        && *alert_count == before.alert_count
+        && *rule == before.rule
+        && *correlation_key == before.correlation_key
+        && *created_at == before.created_at
+        && *updated_at == before.updated_at
+        && *resolved_at == before.resolved_at
+        && *closed_at == before.closed_at
+        && *reopen_count == before.reopen_count
+        && *closed_by == before.closed_by
+        && *related == before.related
+        && *route == before.route
+        && *topology == before.topology
+        && *timeline_dropped == before.timeline_dropped
+        && *timeline_stored == before.timeline_stored
+        && *all_resolved_since == before.all_resolved_since
+        && *flapping == before.flapping
+        && *flap_policy == before.flap_policy
+        && *sla == before.sla
+        && *policy == before.policy
+        && *timeline == before.timeline
+        && *alerts == before.alerts
 }
 
 pub(crate) fn new_id() -> String {
@@ -984,7 +1059,54 @@ pub(crate) fn new_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::chains_sharing_slots;
+    use super::{chains_sharing_slots, change_event};
+    use crate::alert::{Alert, Status};
+    use crate::incident::lifecycle::{self, AfterManualClose, Step};
+    use crate::rules::{Action, RuleSet};
+    use chrono::Utc;
+
+    #[test]
+    fn a_change_only_to_what_no_ticket_shows_is_no_update() {
+        let yaml = "rules:\n  - name: down\n    match: ['alertname=\"Down\"']\n    incident: {title: \"{{ labels.service }} down\", impact: high, urgency: high, group_by: [service]}\n";
+        let set = RuleSet::from_sources(&[("r.yaml".into(), yaml.to_string())]).expect("rules");
+        let now = Utc::now();
+        let alert = Alert::for_test(
+            &[("alertname", "Down"), ("service", "api")],
+            Status::Firing,
+            now,
+        );
+        let Action::Incident(spec) = set.evaluate(&alert).remove(0).action else {
+            panic!("the rule raises an incident");
+        };
+        let step = lifecycle::on_alert(
+            &mut None,
+            "down",
+            &spec,
+            "api",
+            &alert,
+            now,
+            AfterManualClose::default(),
+            || "inc-1".to_string(),
+        );
+        let Step::Create(before) = step else {
+            panic!("the alert opens an incident");
+        };
+        let mut after = (*before).clone();
+        after.last_activity = now + chrono::Duration::seconds(30);
+        after.version += 1;
+        after
+            .external_refs
+            .insert("servicenow".into(), "INC0010001".into());
+        assert_eq!(change_event(Some(&before), &after), None);
+
+        // Anything else a ticket shows is an update, down to one alert's status.
+        after.alerts[0].status = Status::Resolved;
+        assert_eq!(change_event(Some(&before), &after), Some("updated"));
+        let mut retitled = (*before).clone();
+        retitled.title.push('!');
+        assert_eq!(change_event(Some(&before), &retitled), Some("updated"));
+        assert_eq!(change_event(None, &retitled), Some("created"));
+    }
 
     fn chains(groups: &[&[&str]]) -> Vec<Vec<usize>> {
         let owned: Vec<Vec<String>> = groups
