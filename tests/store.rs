@@ -872,7 +872,7 @@ both_stores!(
             a.labels.insert("note".into(), note.into());
             a.annotations
                 .insert("summary".into(), format!("{note} is down"));
-            IncidentAlert::new(&a, at, None)
+            std::sync::Arc::new(IncidentAlert::new(&a, at, None))
         };
         let mut inc = common::sample_incident("labelled");
         // Escapes and non-ASCII text must come back byte for byte.
@@ -890,7 +890,7 @@ both_stores!(
             );
         }
         update.version += 1;
-        update.alerts[1].status = Status::Resolved;
+        std::sync::Arc::make_mut(&mut update.alerts[1]).status = Status::Resolved;
         update.alerts.push(member("c", "new"));
         common::commit_next(&s, &update).await;
         if s.kind() == "redis" {

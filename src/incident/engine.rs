@@ -1100,7 +1100,7 @@ mod tests {
         assert_eq!(change_event(Some(&before), &after), None);
 
         // Anything else a ticket shows is an update, down to one alert's status.
-        after.alerts[0].status = Status::Resolved;
+        std::sync::Arc::make_mut(&mut after.alerts[0]).status = Status::Resolved;
         assert_eq!(change_event(Some(&before), &after), Some("updated"));
         let mut retitled = (*before).clone();
         retitled.title.push('!');

@@ -20,6 +20,8 @@
 //! `resolve_after_s` absorbs even the first bounce. Pure functions: the caller
 //! passes the time.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +143,7 @@ pub fn record_change(inc: &mut Incident, fingerprint: &str, now: DateTime<Utc>) 
     if member.flapping {
         return;
     }
+    let member = Arc::make_mut(member);
     let window = chrono::Duration::seconds(policy.window_s as i64);
     member.changes.retain(|t| now - *t < window);
     member.changes.push(now);
@@ -182,6 +185,7 @@ pub fn settle(inc: &mut Incident, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     for member in inc.alerts.iter_mut().filter(|a| a.flapping) {
         let at = member.status_changed_at + settle;
         if at <= now {
+            let member = Arc::make_mut(member);
             member.flapping = false;
             let who = super::lifecycle::describe(
                 member.labels.get("alertname").map(String::as_str),

@@ -10,6 +10,8 @@
 //!
 //! Nothing here reads a clock or a store: the caller passes `now`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::{Incident, IncidentAlert, IncidentState, Policy, flapping, sla};
@@ -237,7 +239,7 @@ fn create(
         related: Vec::new(),
         route: spec.route.clone(),
         topology: Default::default(),
-        alerts: vec![IncidentAlert::new(alert, now, None)],
+        alerts: vec![IncidentAlert::new(alert, now, None).into()],
         timeline: Vec::new(),
         timeline_dropped: 0,
         timeline_stored: 0,
@@ -265,7 +267,7 @@ fn join(mut inc: Incident, spec: &IncidentSpec, alert: &Alert, now: DateTime<Utc
         return member_status(inc, alert, now);
     }
     inc.last_activity = now;
-    inc.alerts.push(IncidentAlert::new(alert, now, None));
+    inc.alerts.push(IncidentAlert::new(alert, now, None).into());
     inc.alert_count = inc.counted_alerts();
     let fields = spec.render(alert, inc.alert_count);
     if let Some(ci) = fields.configuration_item
@@ -296,6 +298,7 @@ fn member_status(mut inc: Incident, alert: &Alert, now: DateTime<Utc>) -> Incide
         .find(|a| a.fingerprint == alert.fingerprint)
         && member.status != alert.status
     {
+        let member = Arc::make_mut(member);
         member.status = alert.status;
         member.status_changed_at = now;
         let event = match alert.status {
@@ -586,6 +589,33 @@ mod tests {
         };
         assert!(current.is_none());
         assert_eq!(changed.alerts[0].status, Status::Resolved);
+    }
+
+    #[test]
+    fn a_changed_copy_leaves_the_incident_it_was_copied_from_as_it_was() {
+        let now = Utc::now();
+        let Step::Create(first) = step(&mut None, &alert("a", Status::Firing), now) else {
+            panic!("the first alert opens an incident");
+        };
+        let Step::Update(two) = step(&mut Some(*first), &alert("b", Status::Firing), now) else {
+            panic!("the second alert joins it");
+        };
+        let read = *two;
+        // The engine changes a copy and compares it with the incident as read.
+        let Step::Update(changed) =
+            step(&mut Some(read.clone()), &alert("b", Status::Resolved), now)
+        else {
+            panic!("a member resolving updates its incident");
+        };
+        assert_eq!(
+            read.alerts[1].status,
+            Status::Firing,
+            "the read one is untouched"
+        );
+        assert_eq!(changed.alerts[1].status, Status::Resolved);
+        // Only the alert that changed was copied; the other is still shared.
+        assert!(Arc::ptr_eq(&read.alerts[0], &changed.alerts[0]));
+        assert!(!Arc::ptr_eq(&read.alerts[1], &changed.alerts[1]));
     }
 
     /// The titles of an incident opened by one alert and joined by a second,

@@ -26,6 +26,7 @@ pub mod sla;
 pub mod stored_map;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,7 +82,7 @@ impl IncidentState {
 }
 
 /// One alert of an incident.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentAlert {
     pub fingerprint: String,
     pub labels: StoredMap,
@@ -231,7 +232,10 @@ pub struct Incident {
     /// Root cause, affected services and merges (service topology).
     #[serde(flatten)]
     pub topology: crate::topology::IncidentTopology,
-    pub alerts: Vec<IncidentAlert>,
+    /// Shared, not owned: copying an incident (the engine keeps the one it
+    /// read beside the one it changes) copies pointers, and comparing the two
+    /// skips the alerts they still share. Change one with `Arc::make_mut`.
+    pub alerts: Vec<Arc<IncidentAlert>>,
     /// Its history, oldest first. The Redis store keeps it apart from the rest
     /// of the document (a list it appends to), so an update reads and writes
     /// only the entries it adds; see [`to_store_document`].
@@ -270,7 +274,10 @@ pub struct Incident {
 
 impl Incident {
     pub fn alert(&self, fingerprint: &str) -> Option<&IncidentAlert> {
-        self.alerts.iter().find(|a| a.fingerprint == fingerprint)
+        self.alerts
+            .iter()
+            .find(|a| a.fingerprint == fingerprint)
+            .map(|a| &**a)
     }
 
     /// What `alert_count` counts: the alerts, less inhibited symptoms (they

@@ -86,6 +86,10 @@ impl PartialEq for StoredMap {
     }
 }
 
+/// Map equality, so reflexive: an incident alert is `Eq`, which lets the
+/// alerts an incident shares with its copy compare by pointer.
+impl Eq for StoredMap {}
+
 impl fmt::Debug for StoredMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).fmt(f)

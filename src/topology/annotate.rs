@@ -9,7 +9,7 @@ use super::{AlertRole, Topology};
 use std::sync::Arc;
 
 use crate::alert::Alert;
-use crate::incident::{Incident, IncidentAlert};
+use crate::incident::Incident;
 use crate::rules::{Action, IncidentSpec, Level, RuleSet};
 
 /// Recomputes the topology fields of `inc` (see the module header).
@@ -69,13 +69,17 @@ pub fn annotate(inc: &mut Incident, topo: &Topology, rules: &RuleSet, now: DateT
         if a.role == Some(AlertRole::Symptom) {
             continue;
         }
-        a.role = topo.service_of(&a.labels).map(|s| {
+        let role = topo.service_of(&a.labels).map(|s| {
             if s.name == root {
                 AlertRole::RootCause
             } else {
                 AlertRole::Dependent
             }
         });
+        // Only a role that changes unshares the alert.
+        if a.role != role {
+            Arc::make_mut(a).role = role;
+        }
     }
 
     let Some(service) = topo.get(&root) else {
@@ -138,7 +142,7 @@ fn retitle(inc: &mut Incident, topo: &Topology, rules: &RuleSet, root: &str) {
         .iter()
         .filter(|a| a.role == Some(AlertRole::RootCause))
         .filter(|a| topo.service_of(&a.labels).is_some_and(|s| s.name == root))
-        .map(IncidentAlert::as_alert)
+        .map(|a| a.as_alert())
         .collect();
     let spec_of = |a: &Alert| {
         rules.evaluate(a).into_iter().find_map(|d| match d.action {

@@ -27,6 +27,7 @@
 //! cause.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -88,7 +89,7 @@ fn attach(
     if inc.alert(&alert.fingerprint).is_some() {
         return inc;
     }
-    inc.alerts.push(IncidentAlert::new(alert, now, role));
+    inc.alerts.push(IncidentAlert::new(alert, now, role).into());
     inc.alert_count = inc.counted_alerts();
     // A symptom does not keep the incident's window open: it is not news.
     if role != Some(AlertRole::Symptom) {
@@ -118,7 +119,7 @@ fn absorb(
         if let Some(inh) = inhibit
             && inh.is_target(&a.labels)
         {
-            moved.role = Some(AlertRole::Symptom);
+            Arc::make_mut(&mut moved).role = Some(AlertRole::Symptom);
         }
         cause.alerts.push(moved);
     }
@@ -168,7 +169,7 @@ fn mark_symptoms(
                 && inh.is_target(&a.labels)
                 && inh.same_equal(&a.labels, &alert.labels)
             {
-                a.role = Some(AlertRole::Symptom);
+                Arc::make_mut(a).role = Some(AlertRole::Symptom);
                 marked.push(a.fingerprint.clone());
             }
         }
