@@ -45,9 +45,20 @@ start)
   (IFS=,; echo "redis-cluster://${nodes[*]}")
   ;;
 stop)
+  pids=()
   for pidfile in "$dir"/*/redis.pid; do
     [ -f "$pidfile" ] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  # Wait for them to exit: a node writes its nodes.conf as it shuts down, so
+  # removing DIR right after the kill could race with that write (seen:
+  # "rm: cannot remove DIR/PORT: Directory not empty", failing the run).
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
   done
   ;;
 *)

@@ -56,7 +56,9 @@ cleanup() {
   wait "$redis_pid" "$tansu_pid" 2>/dev/null || true
   scripts/rt-server.sh stop "$rt_work" >/dev/null 2>&1 || true
   scripts/redis-cluster.sh stop "$workdir/cluster" >/dev/null 2>&1 || true
-  rm -rf "$workdir"
+  # A process that outlived its stop may still be writing there: one more
+  # try, and a leftover temporary directory never fails the run.
+  rm -rf "$workdir" 2>/dev/null || { sleep 1; rm -rf "$workdir" || true; }
 }
 trap cleanup EXIT
 
