@@ -442,6 +442,7 @@ impl Heartbeats {
             timeline: Vec::new(),
             timeline_dropped: 0,
             timeline_stored: 0,
+            alerts_stored: Default::default(),
             last_activity: at,
             all_resolved_since: None,
             flapping: false,

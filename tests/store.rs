@@ -158,6 +158,79 @@ both_stores!(
 );
 
 both_stores!(
+    a_large_batch_records_every_alert_in_order_with_repeats_inside_it,
+    DAY,
+    |s: SharedStore| async move {
+        // More alerts than one script call records on a single Redis, the
+        // last ones repeats of the first, and one resolving within the batch.
+        let mut batch: Vec<Alert> = (0..70)
+            .map(|n| alert(&format!("A{n}"), Status::Firing, 0))
+            .collect();
+        batch.push(alert("A0", Status::Firing, 0));
+        batch.push(alert("A69", Status::Resolved, 0));
+        let mut expected = vec![Outcome::New; 70];
+        expected.push(Outcome::Duplicate { count: 2 });
+        expected.push(Outcome::Transition {
+            from: Status::Firing,
+            to: Status::Resolved,
+        });
+        assert_eq!(
+            s.record_alerts(&batch, t(1)).await.unwrap().outcomes(),
+            expected
+        );
+        let listed = all(&s).await;
+        assert_eq!(listed.len(), 70);
+        let resolved: Vec<_> = listed
+            .iter()
+            .filter(|a| a.status == Status::Resolved)
+            .map(|a| a.labels["alertname"].as_str())
+            .collect();
+        assert_eq!(resolved, ["A69"]);
+    }
+);
+
+both_stores!(
+    a_large_batch_of_explanations_is_written_in_order_and_only_to_alerts_that_exist,
+    DAY,
+    |s: SharedStore| async move {
+        let batch: Vec<Alert> = (0..40)
+            .map(|n| alert(&format!("E{n}"), Status::Firing, 0))
+            .collect();
+        s.record_alerts(&batch, t(1)).await.unwrap();
+        let explain = |summary: String| incidentd::store::Explain {
+            at: t(2),
+            summary,
+            rules: Vec::new(),
+        };
+        // More than one script call's worth; E0's second explanation comes
+        // last and wins, and an alert the store never saw gets none.
+        let mut explains: Vec<_> = batch
+            .iter()
+            .map(|a| {
+                (
+                    a.fingerprint.clone(),
+                    explain(format!("first {}", a.labels["alertname"])),
+                )
+            })
+            .collect();
+        let unknown = alert("NeverSeen", Status::Firing, 0);
+        explains.push((unknown.fingerprint.clone(), explain("lost".into())));
+        explains.push((batch[0].fingerprint.clone(), explain("second E0".into())));
+        s.set_explains(&explains).await.unwrap();
+        for (n, a) in batch.iter().enumerate() {
+            let got = s.get_alert(&a.fingerprint).await.unwrap().unwrap();
+            let want = if n == 0 {
+                "second E0".to_string()
+            } else {
+                format!("first E{n}")
+            };
+            assert_eq!(got.explain.map(|e| e.summary), Some(want));
+        }
+        assert!(s.get_alert(&unknown.fingerprint).await.unwrap().is_none());
+    }
+);
+
+both_stores!(
     status_changes_are_transitions_and_reset_count,
     DAY,
     |s: SharedStore| async move {
@@ -619,6 +692,198 @@ both_stores!(
     }
 );
 
+/// `sample_incident(id)` with alerts `names` (firing) joined.
+fn incident_with_alerts(id: &str, names: &[&str]) -> incidentd::incident::Incident {
+    let mut inc = common::sample_incident(id);
+    for (n, name) in names.iter().enumerate() {
+        let joined = alert(name, Status::Firing, n as i64);
+        inc.alerts
+            .push(Arc::new(incidentd::incident::IncidentAlert::new(
+                &joined,
+                t(n as i64),
+                None,
+            )));
+    }
+    inc
+}
+
+fn alert_names(inc: &incidentd::incident::Incident) -> Vec<String> {
+    inc.alerts
+        .iter()
+        .map(|a| a.labels["alertname"].clone())
+        .collect()
+}
+
+both_stores!(
+    an_incidents_alerts_read_back_as_each_update_left_them,
+    DAY,
+    |s: SharedStore| async move {
+        let id = common::unique_prefix("alerts");
+        common::commit_next(&s, &incident_with_alerts(&id, &["a", "b", "c"])).await;
+
+        // As correlation updates it: one alert changes, another joins.
+        let mut head = s.get_incident_head(&id).await.unwrap().unwrap();
+        assert_eq!(alert_names(&head), ["a", "b", "c"]);
+        let b = Arc::make_mut(&mut head.alerts[1]);
+        b.status = Status::Resolved;
+        b.status_changed_at = t(60);
+        let joined = alert("d", Status::Firing, 61);
+        head.alerts
+            .push(Arc::new(incidentd::incident::IncidentAlert::new(
+                &joined,
+                t(61),
+                None,
+            )));
+        head.version += 1;
+        common::commit_next(&s, &head).await;
+        let read = s.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(read.alerts, head.alerts);
+        assert_eq!(read.alerts[1].status, Status::Resolved);
+
+        // Emptied (merged into another incident), then joined again.
+        let mut emptied = read.clone();
+        emptied.alerts.clear();
+        emptied.version += 1;
+        common::commit_next(&s, &emptied).await;
+        let mut read = s.get_incident_head(&id).await.unwrap().unwrap();
+        assert!(read.alerts.is_empty());
+        read.alerts.push(head.alerts[3].clone());
+        read.version += 1;
+        common::commit_next(&s, &read).await;
+        assert_eq!(
+            alert_names(&s.get_incident(&id).await.unwrap().unwrap()),
+            ["d"]
+        );
+
+        // A new incident made from a copy of this one is written whole, not
+        // as the changes to this one's alerts.
+        let mut copy = s.get_incident_head(&id).await.unwrap().unwrap();
+        copy.id = format!("{id}-copy");
+        copy.version = 1;
+        common::commit_next(&s, &copy).await;
+        let read = s.get_incident(&copy.id).await.unwrap().unwrap();
+        assert_eq!(read.alerts, copy.alerts);
+    }
+);
+
+/// The document in the Redis store's incident hash `key`.
+async fn stored_document(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> serde_json::Value {
+    let doc: String = redis::cmd("HGET")
+        .arg(key)
+        .arg("doc")
+        .query_async(conn)
+        .await
+        .unwrap();
+    serde_json::from_str(&doc).unwrap()
+}
+
+/// The entries of Redis list `key`.
+async fn list_entries(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redis_keeps_an_incidents_alerts_out_of_the_document_and_writes_only_the_ones_an_update_changed()
+ {
+    let (prefix, store, mut conn) = redis_and_raw_connection("alerts-layout").await;
+    let key = |k: &str| format!("{{{prefix}}}:{k}");
+    common::commit_next(&store, &incident_with_alerts("storm", &["a", "b", "c"])).await;
+    let doc = stored_document(&mut conn, &key("incident:storm")).await;
+    assert!(doc.get("alerts").is_none(), "{doc}");
+    assert_eq!(
+        list_entries(&mut conn, &key("incident-alerts:storm"))
+            .await
+            .len(),
+        3
+    );
+
+    // Plant a mark in the stored entry of alert "a": an update that does not
+    // change "a" leaves its entry as it is.
+    let mut a: serde_json::Value =
+        serde_json::from_str(&list_entries(&mut conn, &key("incident-alerts:storm")).await[0])
+            .unwrap();
+    a["annotations"]["planted"] = "yes".into();
+    let _: () = redis::cmd("LSET")
+        .arg(key("incident-alerts:storm"))
+        .arg(0)
+        .arg(a.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut head = store.get_incident_head("storm").await.unwrap().unwrap();
+    Arc::make_mut(&mut head.alerts[2]).status = Status::Resolved;
+    head.version = 2;
+    common::commit_next(&store, &head).await;
+    let read = store.get_incident("storm").await.unwrap().unwrap();
+    assert_eq!(
+        read.alerts[0]
+            .annotations
+            .get("planted")
+            .map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(read.alerts[2].status, Status::Resolved);
+
+    // A list shorter than the version it was read at says is a conflict,
+    // not a half-done write.
+    let _: () = redis::cmd("LTRIM")
+        .arg(key("incident-alerts:storm"))
+        .arg(0)
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut stale = read.clone();
+    Arc::make_mut(&mut stale.alerts[1]).status = Status::Resolved;
+    stale.version = 3;
+    let commit = incidentd::store::IncidentCommit {
+        incident: &stale,
+        expected_version: 2,
+        bind: None,
+        members: &[],
+        due: None,
+        outbox_event: None,
+        slots: &[],
+    };
+    assert!(!store.commit_incident(&commit).await.unwrap());
+    assert_eq!(
+        list_entries(&mut conn, &key("incident-alerts:storm"))
+            .await
+            .len(),
+        1
+    );
+
+    // Written by an earlier version: the alerts inside the document. Read
+    // from there, and moved to the list by its next write.
+    let old = incident_with_alerts("old", &["x", "y"]);
+    write_as_version_one(&mut conn, &key("incident:old"), &old).await;
+    let mut head = store.get_incident_head("old").await.unwrap().unwrap();
+    assert_eq!(head.alerts, old.alerts);
+    head.version = 2;
+    common::commit_next(&store, &head).await;
+    assert_eq!(
+        list_entries(&mut conn, &key("incident-alerts:old"))
+            .await
+            .len(),
+        2
+    );
+    let doc = stored_document(&mut conn, &key("incident:old")).await;
+    assert!(doc.get("alerts").is_none(), "{doc}");
+    assert_eq!(
+        store.get_incident("old").await.unwrap().unwrap().alerts,
+        old.alerts
+    );
+}
+
 /// Writes `inc` at `key` whole, as one document and nothing beside it: how
 /// versions before the timeline list and the route field wrote an incident.
 async fn write_as_version_one(
@@ -656,22 +921,10 @@ async fn redis_keeps_the_timeline_out_of_the_document_and_moves_an_older_documen
     head.version = 2;
     common::commit_next(&store, &head).await;
 
-    let doc: String = redis::cmd("HGET")
-        .arg(key("incident:old"))
-        .arg("doc")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let doc = stored_document(&mut conn, &key("incident:old")).await;
     assert!(doc.get("timeline").is_none(), "{doc}");
     assert_eq!(doc["title"], old.title.as_str());
-    let list: Vec<String> = redis::cmd("LRANGE")
-        .arg(key("timeline:old"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let list = list_entries(&mut conn, &key("timeline:old")).await;
     assert_eq!(list.len(), 3);
     let whole = store.get_incident("old").await.unwrap().unwrap();
     let events: Vec<&str> = whole.timeline.iter().map(|e| e.event.as_str()).collect();

@@ -1006,6 +1006,7 @@ fn same_for_tickets(before: &Incident, after: &Incident) -> bool {
         route,
         topology,
         alerts,
+        alerts_stored: _,
         timeline,
         timeline_dropped,
         timeline_stored,

@@ -243,6 +243,7 @@ fn create(
         timeline: Vec::new(),
         timeline_dropped: 0,
         timeline_stored: 0,
+        alerts_stored: Default::default(),
         last_activity: now,
         all_resolved_since: None,
         flapping: false,
@@ -560,6 +561,46 @@ mod tests {
             AfterManualClose::default(),
             || "new".to_string(),
         )
+    }
+
+    #[test]
+    fn a_join_leaves_the_alerts_that_were_there_as_they_were_read() {
+        use crate::incident::{AlertsWrite, StoredAlerts};
+        let now = Utc::now();
+        let Step::Create(first) = step(&mut None, &alert("a", Status::Firing), now) else {
+            panic!("the first alert opens an incident");
+        };
+        let mut read = *first;
+        read.version = 1;
+        let mut current = Some(read.clone());
+        let Step::Update(joined) = step(&mut current, &alert("b", Status::Firing), now) else {
+            panic!("the second alert joins");
+        };
+        // Read from a store, the same: a snapshot of the version read.
+        StoredAlerts::record(&mut read);
+        let mut current = Some(read.clone());
+        let Step::Update(from_store) = step(&mut current, &alert("c", Status::Firing), now) else {
+            panic!("the third alert joins");
+        };
+        assert_eq!(joined.alerts.len(), 2);
+        let stored = from_store.alerts_stored.at(&read.id, 1);
+        assert_eq!(stored.map(<[_]>::len), Some(1));
+        // Only the alert that joined is written; the first is still the one read.
+        assert_eq!(
+            AlertsWrite::between(stored, &from_store.alerts),
+            AlertsWrite::Patch {
+                keep: 1,
+                set: Vec::new(),
+                append: &from_store.alerts[1..],
+            }
+        );
+        // The snapshot is of that incident at that version only.
+        assert!(from_store.alerts_stored.at(&read.id, 2).is_none());
+        assert!(from_store.alerts_stored.at("another", 1).is_none());
+        assert_eq!(
+            AlertsWrite::between(joined.alerts_stored.at(&read.id, 1), &joined.alerts),
+            AlertsWrite::Replace(&joined.alerts)
+        );
     }
 
     #[test]

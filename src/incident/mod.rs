@@ -235,7 +235,15 @@ pub struct Incident {
     /// Shared, not owned: copying an incident (the engine keeps the one it
     /// read beside the one it changes) copies pointers, and comparing the two
     /// skips the alerts they still share. Change one with `Arc::make_mut`.
+    /// The Redis store keeps them apart from the rest of the document (a list
+    /// of their own), so an update writes only the alerts it changed; see
+    /// [`to_store_document`].
+    #[serde(default, skip_serializing_if = "alerts_left_out")]
     pub alerts: Vec<Arc<IncidentAlert>>,
+    /// The alerts as a store read them, to tell which ones an update changed.
+    /// Not part of the document, nor of the incident's value.
+    #[serde(skip)]
+    pub alerts_stored: StoredAlerts,
     /// Its history, oldest first. The Redis store keeps it apart from the rest
     /// of the document (a list it appends to), so an update reads and writes
     /// only the entries it adds; see [`to_store_document`].
@@ -325,6 +333,10 @@ fn timeline_left_out(_: &[TimelineEntry]) -> bool {
     in_store_document()
 }
 
+fn alerts_left_out(_: &[Arc<IncidentAlert>]) -> bool {
+    in_store_document()
+}
+
 fn in_store_document() -> bool {
     STORE_DOCUMENT.get()
 }
@@ -348,6 +360,9 @@ fn with_store_document<T>(f: impl FnOnce() -> T) -> T {
 /// - without its `timeline` (a list of its own there). The timeline was half
 ///   of a busy incident's document, rewritten and read again on every alert
 ///   that joined it;
+/// - without its `alerts` (a list of their own there, one entry per alert),
+///   for the same reason: a storm incident's hundreds of alerts were written
+///   again on every change to one of them;
 /// - its alerts' labels and annotations written back as the text they were
 ///   read as, when nothing has parsed them ([`stored_map`]).
 pub fn to_store_document(incident: &Incident) -> serde_json::Result<String> {
@@ -361,6 +376,106 @@ pub fn from_store_document(doc: &[u8]) -> serde_json::Result<Incident> {
     // checks each string (and each label map's text) with a call of its own.
     let doc = std::str::from_utf8(doc).map_err(<serde_json::Error as serde::de::Error>::custom)?;
     with_store_document(|| serde_json::from_str(doc))
+}
+
+/// One alert of an incident as the Redis store keeps it, in the list of the
+/// incident's alerts: as in the document before, labels and annotations
+/// written back as the text they were read as.
+pub fn to_store_alert(alert: &IncidentAlert) -> serde_json::Result<String> {
+    with_store_document(|| serde_json::to_string(alert))
+}
+
+/// An alert from the Redis store's list of an incident's alerts
+/// ([`to_store_alert`]).
+pub fn from_store_alert(entry: &[u8]) -> serde_json::Result<IncidentAlert> {
+    let entry =
+        std::str::from_utf8(entry).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    with_store_document(|| serde_json::from_str(entry))
+}
+
+/// The alerts of an incident as a store read them at one version, so that
+/// the store can write back only the alerts an update changed: an alert still
+/// shared (the same `Arc`) with what was read is unchanged.
+///
+/// Not part of the incident's value: two incidents compare equal whatever
+/// their snapshots, and a copy carries its snapshot along.
+#[derive(Debug, Clone, Default)]
+pub struct StoredAlerts(Option<Arc<AlertsSnapshot>>);
+
+#[derive(Debug)]
+struct AlertsSnapshot {
+    id: String,
+    version: u64,
+    alerts: Vec<Arc<IncidentAlert>>,
+}
+
+impl PartialEq for StoredAlerts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl StoredAlerts {
+    /// Records `incident`'s alerts as the store holds them at its version.
+    pub fn record(incident: &mut Incident) {
+        incident.alerts_stored = StoredAlerts(Some(Arc::new(AlertsSnapshot {
+            id: incident.id.clone(),
+            version: incident.version,
+            alerts: incident.alerts.clone(),
+        })));
+    }
+
+    /// The alerts the store holds for `id` at `version`, if this snapshot is
+    /// of them: an update of the incident read as `version` can write only
+    /// what differs. `None` for any other incident or version (a new
+    /// incident, or one built from another), which must be written whole.
+    pub fn at(&self, id: &str, version: u64) -> Option<&[Arc<IncidentAlert>]> {
+        self.0
+            .as_deref()
+            .filter(|s| s.version == version && s.id == id)
+            .map(|s| s.alerts.as_slice())
+    }
+}
+
+/// What a store keeping an incident's alerts as a list must do to turn the
+/// list it holds (`stored`, or unknown) into `alerts`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlertsWrite<'a> {
+    /// Replace the whole list with these.
+    Replace(&'a [Arc<IncidentAlert>]),
+    /// Keep the first `keep` entries of the stored list, overwrite the entries
+    /// at these positions, then append `append`.
+    Patch {
+        keep: usize,
+        set: Vec<(usize, &'a IncidentAlert)>,
+        append: &'a [Arc<IncidentAlert>],
+    },
+}
+
+impl<'a> AlertsWrite<'a> {
+    /// Compares position by position: an alert is written again only where
+    /// it is not the very one (`Arc::ptr_eq`) the store returned there.
+    pub fn between(
+        stored: Option<&[Arc<IncidentAlert>]>,
+        alerts: &'a [Arc<IncidentAlert>],
+    ) -> Self {
+        let Some(stored) = stored else {
+            return AlertsWrite::Replace(alerts);
+        };
+        let keep = stored.len().min(alerts.len());
+        let set = stored[..keep]
+            .iter()
+            .zip(&alerts[..keep])
+            .enumerate()
+            .filter(|(_, (s, a))| !Arc::ptr_eq(s, a))
+            .map(|(i, (_, a))| (i, &**a))
+            .collect();
+        AlertsWrite::Patch {
+            keep,
+            set,
+            append: &alerts[keep..],
+        }
+    }
 }
 
 /// Filters for listing incidents.
@@ -380,5 +495,82 @@ impl IncidentQuery {
                 .service
                 .as_deref()
                 .is_none_or(|s| i.service.as_deref() == Some(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alerts(names: &[&str]) -> Vec<Arc<IncidentAlert>> {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        names
+            .iter()
+            .map(|n| {
+                let alert = crate::alert::Alert::for_test(&[("alertname", n)], Status::Firing, at);
+                Arc::new(IncidentAlert::new(&alert, at, None))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_update_writes_only_the_alerts_it_changed_and_the_ones_that_joined() {
+        let stored = alerts(&["a", "b", "c"]);
+        let mut now = stored.clone();
+        Arc::make_mut(&mut now[1]).status = Status::Resolved;
+        now.extend(alerts(&["d"]));
+        let AlertsWrite::Patch { keep, set, append } = AlertsWrite::between(Some(&stored), &now)
+        else {
+            panic!("a patch");
+        };
+        assert_eq!(keep, 3);
+        assert_eq!(set.len(), 1);
+        assert_eq!(set[0].0, 1);
+        assert_eq!(set[0].1.status, Status::Resolved);
+        assert_eq!(append, &now[3..]);
+    }
+
+    #[test]
+    fn an_equal_alert_that_is_not_the_one_read_is_written_again() {
+        // Equal in value but rebuilt: only sharing says it is what the store
+        // holds, so it is written (harmless) rather than trusted.
+        let stored = alerts(&["a", "b"]);
+        let now = alerts(&["a", "b"]);
+        let write = AlertsWrite::between(Some(&stored), &now);
+        let AlertsWrite::Patch { keep, set, append } = write else {
+            panic!("a patch");
+        };
+        assert_eq!((keep, set.len(), append.len()), (2, 2, 0));
+        let same = AlertsWrite::between(Some(&stored), &stored);
+        assert_eq!(
+            same,
+            AlertsWrite::Patch {
+                keep: 2,
+                set: Vec::new(),
+                append: &[]
+            }
+        );
+    }
+
+    #[test]
+    fn fewer_alerts_than_were_read_keep_only_the_first_ones() {
+        let stored = alerts(&["a", "b", "c"]);
+        let write = AlertsWrite::between(Some(&stored), &stored[..1]);
+        assert_eq!(
+            write,
+            AlertsWrite::Patch {
+                keep: 1,
+                set: Vec::new(),
+                append: &[]
+            }
+        );
+        assert_eq!(
+            AlertsWrite::between(Some(&stored), &[]),
+            AlertsWrite::Patch {
+                keep: 0,
+                set: Vec::new(),
+                append: &[]
+            }
+        );
     }
 }

@@ -17,11 +17,15 @@
 --          write can take the old contribution back
 -- ARGV[14] number of extra slots; KEYS after the members' are those slots, and
 -- ARGV[15..] per extra slot: its expected id or "", then "1" to point it at the incident
--- KEYS[last] the incident's timeline list
+-- KEYS[last - 1] the incident's timeline list   KEYS[last] the list of its alerts
 -- ARGV after the slots': timeline entries ever appended once these are (kept
 --   as `tl_total`), the most entries the list keeps, the incident's route (JSON
---   list, kept as `route` so the outbox reads it without the document), then
---   the entries to append
+--   list, kept as `route` so the outbox reads it without the document);
+--   then its alerts: "replace" or "patch", the entries of the stored list to
+--   keep (patch), S, A, then S pairs (0-based position, alert JSON) to
+--   overwrite (patch), A alert JSONs to append (after DEL on replace), and
+--   the number of alerts (kept as `alerts`);
+--   then the timeline entries to append
 -- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
@@ -40,6 +44,14 @@ for i = 0, extra - 1 do
   if slot ~= ARGV[15 + 2 * i] then
     return 0
   end
+end
+-- A patch applies to the list read at the expected version, which the
+-- version check vouches for; a list shorter than that (lost, cut by hand) is
+-- a conflict too, so the caller reads it again rather than failing halfway.
+local alerts = KEYS[8 + 2 * members + extra]
+local tl = 15 + 2 * extra
+if ARGV[tl + 3] == 'patch' and redis.call('LLEN', alerts) < tonumber(ARGV[tl + 4]) then
+  return 0
 end
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[2], ARGV[4])
@@ -65,19 +77,46 @@ if old_gauge ~= ARGV[13] then
   count(ARGV[13], 1)
 end
 local timeline = KEYS[7 + 2 * members + extra]
-local tl = 15 + 2 * extra
+-- RPUSH of ARGV[from..to], in chunks: unpack is bounded by Lua's C stack.
+local function push(key, from, to)
+  while from <= to do
+    local last = math.min(to, from + 999)
+    redis.call('RPUSH', key, unpack(ARGV, from, last))
+    from = last + 1
+  end
+end
+local set, append = tonumber(ARGV[tl + 5]), tonumber(ARGV[tl + 6])
+local at = tl + 7
+if ARGV[tl + 3] == 'replace' then
+  redis.call('DEL', alerts)
+else
+  local keep = tonumber(ARGV[tl + 4])
+  if keep == 0 then
+    redis.call('DEL', alerts)
+  else
+    redis.call('LTRIM', alerts, 0, keep - 1)
+  end
+  for i = 0, set - 1 do
+    redis.call('LSET', alerts, ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
+  end
+end
+at = at + 2 * set
+push(alerts, at, at + append - 1)
+at = at + append
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'gauge', ARGV[13], 'tl_total', ARGV[tl],
-  'route', ARGV[tl + 2])
-if #ARGV >= tl + 3 then
-  redis.call('RPUSH', timeline, unpack(ARGV, tl + 3))
+  'route', ARGV[tl + 2], 'alerts', ARGV[at])
+if #ARGV > at then
+  push(timeline, at + 1, #ARGV)
   redis.call('LTRIM', timeline, -tonumber(ARGV[tl + 1]), -1)
 end
 if ARGV[12] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[12])
   redis.call('PEXPIRE', timeline, ARGV[12])
+  redis.call('PEXPIRE', alerts, ARGV[12])
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', timeline)
+  redis.call('PERSIST', alerts)
 end
 for i = 0, members - 1 do
   local member, of_alert = KEYS[7 + 2 * i], KEYS[8 + 2 * i]

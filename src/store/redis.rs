@@ -18,6 +18,13 @@
 //!   hash's `tl_total` counts the entries ever appended (the list keeps the
 //!   newest `MAX_TIMELINE`); a document without it is from before the split
 //!   and still carries its timeline, which its next update moves to the list.
+//!   `{P}:incident-alerts:ID` lists an incident's alerts (one JSON entry
+//!   each, in the incident's order), also apart from its document: an update
+//!   overwrites the entries it changed and appends the alerts that joined, so
+//!   a storm incident's hundreds of alerts are not written again for each
+//!   one that joins. The hash's `alerts` field counts them; a document without
+//!   it is from before the split and holds its alerts, which its next update
+//!   moves to the list.
 //!   The hash's `route` field repeats the document's route for the outbox
 //!   worker, which needs nothing else (older hashes lack it: read the document).
 //!   They share the `{P}` hash tag so one Lua script can
@@ -27,12 +34,15 @@
 //! On a Redis Cluster (`redis-cluster://` URLs, see `store::redis_conn`) the
 //! same layout holds: every Lua script and atomic pipeline touches one slot.
 //!
-//! A batch is one pipeline: per alert, `EVALSHA record_alert.lua` (atomic for that
-//! alert), then one `ZADD` of the batch's alerts to the index. The connection
+//! A batch is one pipeline: `EVALSHA record_alert.lua` per chunk of alerts
+//! (per alert on a Redis Cluster; atomic for each alert), then one `ZADD` of
+//! the batch's alerts to the index. The connection
 //! manager reconnects on its own; after a Redis restart the script cache is
 //! empty, so a `NOSCRIPT` answer loads the script and retries the batch once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -45,13 +55,15 @@ use super::{
     StateStore, StoreError, explains_current_status,
 };
 use crate::alert::{Alert, Status};
-use crate::incident::{Incident, IncidentQuery, IncidentState};
+use crate::incident::{AlertsWrite, Incident, IncidentQuery, IncidentState, StoredAlerts};
 use crate::outbox::{DeadLetter, OutboxEntry, OutboxStats, SyncState};
 
 const RECORD_ALERT: &str = include_str!("record_alert.lua");
 const COMMIT_INCIDENT: &str = include_str!("commit_incident.lua");
-/// Sets an alert's explanation if the alert still exists.
-const SET_EXPLAIN: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'explain', ARGV[1]) end";
+/// Sets each alert's explanation (KEYS[i], ARGV[i]) if the alert still
+/// exists: an expired alert is not resurrected as a hash holding an
+/// explanation and nothing else.
+const SET_EXPLAIN: &str = "for i, k in ipairs(KEYS) do if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'explain', ARGV[i]) end end";
 /// The consumer group all instances deliver the outbox as.
 const OUTBOX_GROUP: &str = "delivery";
 /// Takes a lease unless another owner holds it (the holder itself renews it).
@@ -74,6 +86,10 @@ const PRUNE_INDEX: &str = "local n = 0 for i = 1, #ARGV, 2 do local s = redis.ca
 const PRUNE_MARGIN_MS: i64 = 60_000;
 /// Keeps the later of the stored and the given last-seen time of a heartbeat.
 const HEARTBEAT_SEEN: &str = "local c = redis.call('HGET', KEYS[1], ARGV[1]) if (not c) or tonumber(c) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+/// Alerts per call of a script that loops over its keys, on a single Redis:
+/// enough to share a call's cost, few enough that one call does not hold
+/// Redis (and every other client) for long.
+const PER_SCRIPT_CALL: usize = 32;
 /// Membership of an alert in an incident outlives quiet periods by this much.
 const MEMBER_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Index entries read per round trip while listing.
@@ -106,16 +122,18 @@ pub struct RedisStore {
     closed_retention_ms: u64,
 }
 
-/// The parts of an alert kept as one JSON document in its hash.
+/// The parts of an alert kept as one JSON document in its hash. Borrowed
+/// when written (a batch's labels are not copied to be serialized), owned
+/// when read.
 #[derive(Serialize, Deserialize)]
-struct Doc {
-    source: String,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    severity: Option<String>,
+struct Doc<'a> {
+    source: Cow<'a, str>,
+    labels: Cow<'a, BTreeMap<String, String>>,
+    annotations: Cow<'a, BTreeMap<String, String>>,
+    severity: Option<Cow<'a, str>>,
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
-    generator_url: Option<String>,
+    generator_url: Option<Cow<'a, str>>,
 }
 
 impl RedisStore {
@@ -190,6 +208,11 @@ impl RedisStore {
         self.inc_key(&format!("timeline:{id}"))
     }
 
+    /// The list of incident `id`'s alerts, in the incident's order.
+    fn incident_alerts_key(&self, id: &str) -> String {
+        self.inc_key(&format!("incident-alerts:{id}"))
+    }
+
     /// The incident alert `fp` belongs to under `rule`.
     fn member_key(&self, rule: &str, fp: &str) -> String {
         self.inc_key(&format!("member:{rule}|{fp}"))
@@ -210,9 +233,17 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Atomic: the document and its alerts list as of one version. (A
+        // mix would not get past the version check of a commit, but an API
+        // read would show it.)
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for id in ids {
-            pipe.hmget(self.incident_key(id), &["doc", "tl_total", "touched"]);
+            pipe.hmget(
+                self.incident_key(id),
+                &["doc", "tl_total", "touched", "alerts"],
+            );
+            pipe.lrange(self.incident_alerts_key(id), 0, -1);
             if timeline {
                 pipe.lrange(self.timeline_key(id), 0, -1);
             }
@@ -222,9 +253,16 @@ impl RedisStore {
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(ids.len());
         for _ in ids {
-            let (doc, total, touched): (Option<Vec<u8>>, Option<u64>, Option<i64>) =
+            let (doc, total, touched, listed): (
+                Option<Vec<u8>>,
+                Option<u64>,
+                Option<i64>,
+                Option<u64>,
+            ) = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+                .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
+            let alerts: Vec<Vec<u8>> =
                 redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
-                    .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
+                    .map_err(|e| StoreError::Corrupt(format!("incident alerts: {e}")))?;
             let entries: Vec<Vec<u8>> = if timeline {
                 redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
                     .map_err(|e| StoreError::Corrupt(format!("incident timeline: {e}")))?
@@ -239,6 +277,17 @@ impl RedisStore {
                 .map_err(|e| StoreError::Corrupt(format!("incident: {e}")))?;
             if let Some(at) = touched.and_then(|ms| Utc.timestamp_millis_opt(ms).single()) {
                 inc.last_activity = inc.last_activity.max(at);
+            }
+            // Without the hash's `alerts` count the document predates the
+            // list and holds its alerts itself; its next commit writes the
+            // list whole (no snapshot).
+            if listed.is_some() {
+                inc.alerts = alerts
+                    .iter()
+                    .map(|e| crate::incident::from_store_alert(e).map(Arc::new))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Corrupt(format!("incident alert: {e}")))?;
+                StoredAlerts::record(&mut inc);
             }
             // Without `tl_total` the document predates the list and holds its
             // timeline itself: none of it is in the list yet.
@@ -256,11 +305,13 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The batch's pipeline, and which alerts (positions in `alerts`) each of
+    /// its script calls records, in the order it answers for them.
     fn batch_pipeline(
         &self,
         alerts: &[Alert],
         now: DateTime<Utc>,
-    ) -> Result<redis::Pipeline, StoreError> {
+    ) -> Result<(redis::Pipeline, Vec<Vec<usize>>), StoreError> {
         let now_ms = now.timestamp_millis();
         // A batch retried long after it was received (a Kafka batch keeps its
         // first attempt's time through a store outage) would otherwise enter
@@ -268,30 +319,18 @@ impl RedisStore {
         let score = now_ms.max(Utc::now().timestamp_millis() - PRUNE_MARGIN_MS);
         let index = self.index_key();
         let mut pipe = redis::pipe();
-        for alert in alerts {
-            let doc = serde_json::to_string(&Doc {
-                source: alert.source.clone(),
-                labels: alert.labels.clone(),
-                annotations: alert.annotations.clone(),
-                severity: alert.severity.clone(),
-                starts_at: alert.starts_at,
-                ends_at: alert.ends_at,
-                generator_url: alert.generator_url.clone(),
-            })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let starts = alert
-                .starts_at
-                .map(|t| t.timestamp_millis().to_string())
-                .unwrap_or_default();
-            pipe.invoke_script(
-                self.script
-                    .key(self.alert_key(&alert.fingerprint))
-                    .arg(alert.status.as_str())
-                    .arg(now_ms)
-                    .arg(starts)
-                    .arg(doc)
-                    .arg(self.retention_ms),
-            );
+        let calls = script_calls(
+            alerts.iter().map(|a| a.fingerprint.as_str()),
+            self.conn.is_cluster(),
+        );
+        for call_alerts in &calls {
+            let mut call = self.script.prepare_invoke();
+            call.arg(now_ms).arg(self.retention_ms);
+            for &i in call_alerts {
+                call.key(self.alert_key(&alerts[i].fingerprint));
+                Self::record_args(&mut call, &alerts[i])?;
+            }
+            pipe.invoke_script(&call);
         }
         // One `ZADD` for the batch: Redis spent about 3.4 µs of CPU per
         // single-member `ZADD` and 1.5 µs per member of a ten-member one
@@ -301,7 +340,30 @@ impl RedisStore {
             .map(|a| (score, a.fingerprint.as_str()))
             .collect();
         pipe.zadd_multiple(&index, &members).ignore();
-        Ok(pipe)
+        Ok((pipe, calls))
+    }
+
+    /// An alert's status, start and document, as `record_alert.lua` takes them.
+    fn record_args(
+        call: &mut redis::ScriptInvocation<'_>,
+        alert: &Alert,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(&Doc {
+            source: Cow::Borrowed(&alert.source),
+            labels: Cow::Borrowed(&alert.labels),
+            annotations: Cow::Borrowed(&alert.annotations),
+            severity: alert.severity.as_deref().map(Cow::Borrowed),
+            starts_at: alert.starts_at,
+            ends_at: alert.ends_at,
+            generator_url: alert.generator_url.as_deref().map(Cow::Borrowed),
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let starts = alert
+            .starts_at
+            .map(|t| t.timestamp_millis().to_string())
+            .unwrap_or_default();
+        call.arg(alert.status.as_str()).arg(starts).arg(doc);
+        Ok(())
     }
 
     async fn create_group(&self) -> Result<(), StoreError> {
@@ -346,6 +408,40 @@ impl RedisStore {
             .map(|_| ())
             .map_err(unavailable)
     }
+}
+
+/// How one script that loops over its keys (`record_alert.lua`,
+/// [`SET_EXPLAIN`]) is called for a batch: which positions of `fingerprints`
+/// each call takes, in batch order within a call.
+///
+/// On a single Redis, chunks of [`PER_SCRIPT_CALL`] in batch order: the calls
+/// run one after the other. On a Redis Cluster, a call may touch one slot
+/// only and calls to different nodes run concurrently, so each call takes one
+/// alert, every occurrence of it in the batch: a firing alert and its resolve
+/// in one batch are recorded in that order.
+fn script_calls<'a>(fingerprints: impl Iterator<Item = &'a str>, cluster: bool) -> Vec<Vec<usize>> {
+    if !cluster {
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        for (i, _) in fingerprints.enumerate() {
+            match calls.last_mut() {
+                Some(call) if call.len() < PER_SCRIPT_CALL => call.push(i),
+                _ => calls.push(vec![i]),
+            }
+        }
+        return calls;
+    }
+    let mut calls: Vec<Vec<usize>> = Vec::new();
+    let mut call_of: HashMap<&str, usize> = HashMap::new();
+    for (i, fp) in fingerprints.enumerate() {
+        match call_of.get(fp) {
+            Some(&c) => calls[c].push(i),
+            None => {
+                call_of.insert(fp, calls.len());
+                calls.push(vec![i]);
+            }
+        }
+    }
+    calls
 }
 
 /// An outbox stream entry, or `None` for one this version cannot read.
@@ -436,14 +532,14 @@ fn decode_state(
         .ok_or_else(|| StoreError::Corrupt(format!("alert {fingerprint}: status")))?;
     Ok(AlertState {
         fingerprint: fingerprint.to_string(),
-        source: doc.source,
+        source: doc.source.into_owned(),
         status,
-        labels: doc.labels,
-        annotations: doc.annotations,
-        severity: doc.severity,
+        labels: doc.labels.into_owned(),
+        annotations: doc.annotations.into_owned(),
+        severity: doc.severity.map(Cow::into_owned),
         starts_at: doc.starts_at,
         ends_at: doc.ends_at,
-        generator_url: doc.generator_url,
+        generator_url: doc.generator_url.map(Cow::into_owned),
         count: number(fields, "count")?,
         total_count: number(fields, "total")?,
         transitions: number(fields, "transitions")?,
@@ -475,17 +571,24 @@ impl StateStore for RedisStore {
         if alerts.is_empty() {
             return Ok(Vec::new());
         }
-        let pipe = self.batch_pipeline(alerts, now)?;
-        let raw: Vec<(String, u64, String, String, String)> =
+        let (pipe, calls) = self.batch_pipeline(alerts, now)?;
+        let raw: Vec<Vec<(String, u64, String, String, String)>> =
             self.query_scripted(&pipe, &self.script).await?;
-        if raw.len() != alerts.len() {
+        let mut out: Vec<Option<Recorded>> = vec![None; alerts.len()];
+        let mut answered = 0;
+        for (call, results) in calls.iter().zip(&raw) {
+            for (&i, result) in call.iter().zip(results) {
+                out[i] = Some(parse_outcome(result)?);
+                answered += 1;
+            }
+        }
+        if answered != alerts.len() || raw.len() != calls.len() {
             return Err(StoreError::Corrupt(format!(
-                "{} results for {} alerts",
-                raw.len(),
+                "{answered} results for {} alerts",
                 alerts.len()
             )));
         }
-        raw.iter().map(parse_outcome).collect()
+        Ok(out.into_iter().flatten().collect())
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertState>, StoreError> {
@@ -554,14 +657,20 @@ impl StateStore for RedisStore {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (fp, explain) in explains {
-            let json =
-                serde_json::to_string(explain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            // Only on a hash that still exists, so an expired alert is not
-            // resurrected as a hash holding an explanation and nothing else.
+        let calls = script_calls(
+            explains.iter().map(|(fp, _)| fp.as_str()),
+            self.conn.is_cluster(),
+        );
+        for call_explains in calls {
             // EVALSHA: Redis need not hash the script's text on every call.
-            pipe.invoke_script(self.explain.key(self.alert_key(fp)).arg(json))
-                .ignore();
+            let mut call = self.explain.prepare_invoke();
+            for i in call_explains {
+                let (fp, explain) = &explains[i];
+                let json = serde_json::to_string(explain)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                call.key(self.alert_key(fp)).arg(json);
+            }
+            pipe.invoke_script(&call).ignore();
         }
         self.query_scripted(&pipe, &self.explain).await
     }
@@ -700,7 +809,9 @@ impl StateStore for RedisStore {
         for slot in c.slots {
             invocation.key(self.slot_key(slot.key));
         }
-        invocation.key(self.timeline_key(&inc.id));
+        invocation
+            .key(self.timeline_key(&inc.id))
+            .key(self.incident_alerts_key(&inc.id));
         invocation
             .arg(c.expected_version)
             .arg(inc.version)
@@ -739,6 +850,32 @@ impl StateStore for RedisStore {
                 serde_json::to_string(&inc.route)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
+        let alert_json = |a: &crate::incident::IncidentAlert| {
+            crate::incident::to_store_alert(a).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let stored = inc.alerts_stored.at(&inc.id, c.expected_version);
+        match AlertsWrite::between(stored, &inc.alerts) {
+            AlertsWrite::Replace(all) => {
+                invocation.arg("replace").arg(0).arg(0).arg(all.len());
+                for a in all {
+                    invocation.arg(alert_json(a)?);
+                }
+            }
+            AlertsWrite::Patch { keep, set, append } => {
+                invocation
+                    .arg("patch")
+                    .arg(keep)
+                    .arg(set.len())
+                    .arg(append.len());
+                for (i, a) in set {
+                    invocation.arg(i).arg(alert_json(a)?);
+                }
+                for a in append {
+                    invocation.arg(alert_json(a)?);
+                }
+            }
+        }
+        invocation.arg(inc.alerts.len());
         for entry in inc.timeline_added() {
             invocation
                 .arg(serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?);

@@ -78,6 +78,11 @@ impl LazyCluster {
 }
 
 impl RedisConn {
+    /// A Redis Cluster: a script may touch keys of one slot only.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+
     /// Builds a connection without connecting. Must be called inside a Tokio
     /// runtime (the single-server manager spawns its task there).
     pub fn new(url: &str, timeouts: Timeouts) -> redis::RedisResult<Self> {
@@ -134,8 +139,10 @@ impl ConnectionLike for RedisConn {
                     let mut conn = conn;
                     return conn.req_packed_commands(pipeline, offset, count).await;
                 }
-                // Commands are sent in pipeline order (each node's connection
-                // sees them in that order) and answered concurrently.
+                // Commands are sent and answered concurrently, so two of
+                // them may run in either order, even on one node: what must
+                // run in order goes in one script call (see
+                // `store::redis::script_calls`).
                 // A failed command fails the whole call (the store's callers
                 // retry or answer 503, as for a failed pipeline).
                 let calls = pipeline.cmd_iter().map(|cmd| {

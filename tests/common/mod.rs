@@ -323,6 +323,7 @@ pub fn sample_incident(id: &str) -> incidentd::incident::Incident {
         }],
         timeline_dropped: 0,
         timeline_stored: 0,
+        alerts_stored: Default::default(),
         last_activity: t0,
         all_resolved_since: None,
         flapping: false,
