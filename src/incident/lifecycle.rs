@@ -588,7 +588,7 @@ mod tests {
         // Only the alert that joined is written; the first is still the one read.
         assert_eq!(
             AlertsWrite::between(stored, &from_store.alerts),
-            AlertsWrite::Patch {
+            AlertsWrite {
                 keep: 1,
                 set: Vec::new(),
                 append: &from_store.alerts[1..],
@@ -599,7 +599,11 @@ mod tests {
         assert!(from_store.alerts_stored.at("another", 1).is_none());
         assert_eq!(
             AlertsWrite::between(joined.alerts_stored.at(&read.id, 1), &joined.alerts),
-            AlertsWrite::Replace(&joined.alerts)
+            AlertsWrite {
+                keep: 0,
+                set: Vec::new(),
+                append: &joined.alerts,
+            }
         );
     }
 

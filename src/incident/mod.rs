@@ -372,10 +372,16 @@ pub fn to_store_document(incident: &Incident) -> serde_json::Result<String> {
 /// An incident from the Redis store's document ([`to_store_document`]): its
 /// alerts' labels and annotations are kept as text until read.
 pub fn from_store_document(doc: &[u8]) -> serde_json::Result<Incident> {
-    // One UTF-8 check of the whole document: read from bytes, serde_json
-    // checks each string (and each label map's text) with a call of its own.
-    let doc = std::str::from_utf8(doc).map_err(<serde_json::Error as serde::de::Error>::custom)?;
-    with_store_document(|| serde_json::from_str(doc))
+    from_store_json(doc)
+}
+
+/// Reads JSON the Redis store wrote with [`with_store_document`] on. One
+/// UTF-8 check of the whole text: read from bytes, serde_json checks each
+/// string (and each label map's text) with a call of its own.
+fn from_store_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> serde_json::Result<T> {
+    let json =
+        std::str::from_utf8(json).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    with_store_document(|| serde_json::from_str(json))
 }
 
 /// One alert of an incident as the Redis store keeps it, in the list of the
@@ -388,9 +394,7 @@ pub fn to_store_alert(alert: &IncidentAlert) -> serde_json::Result<String> {
 /// An alert from the Redis store's list of an incident's alerts
 /// ([`to_store_alert`]).
 pub fn from_store_alert(entry: &[u8]) -> serde_json::Result<IncidentAlert> {
-    let entry =
-        std::str::from_utf8(entry).map_err(<serde_json::Error as serde::de::Error>::custom)?;
-    with_store_document(|| serde_json::from_str(entry))
+    from_store_json(entry)
 }
 
 /// The alerts of an incident as a store read them at one version, so that
@@ -438,18 +442,15 @@ impl StoredAlerts {
 }
 
 /// What a store keeping an incident's alerts as a list must do to turn the
-/// list it holds (`stored`, or unknown) into `alerts`.
+/// list it holds (`stored`, or unknown) into `alerts`: keep the first `keep`
+/// entries of the stored list, overwrite the entries at the positions in
+/// `set`, then append `append`. A list the store may not hold as read
+/// (unknown) keeps none: all of `alerts` is appended to an emptied list.
 #[derive(Debug, PartialEq, Eq)]
-pub enum AlertsWrite<'a> {
-    /// Replace the whole list with these.
-    Replace(&'a [Arc<IncidentAlert>]),
-    /// Keep the first `keep` entries of the stored list, overwrite the entries
-    /// at these positions, then append `append`.
-    Patch {
-        keep: usize,
-        set: Vec<(usize, &'a IncidentAlert)>,
-        append: &'a [Arc<IncidentAlert>],
-    },
+pub struct AlertsWrite<'a> {
+    pub keep: usize,
+    pub set: Vec<(usize, &'a IncidentAlert)>,
+    pub append: &'a [Arc<IncidentAlert>],
 }
 
 impl<'a> AlertsWrite<'a> {
@@ -459,9 +460,7 @@ impl<'a> AlertsWrite<'a> {
         stored: Option<&[Arc<IncidentAlert>]>,
         alerts: &'a [Arc<IncidentAlert>],
     ) -> Self {
-        let Some(stored) = stored else {
-            return AlertsWrite::Replace(alerts);
-        };
+        let stored = stored.unwrap_or_default();
         let keep = stored.len().min(alerts.len());
         let set = stored[..keep]
             .iter()
@@ -470,7 +469,7 @@ impl<'a> AlertsWrite<'a> {
             .filter(|(_, (s, a))| !Arc::ptr_eq(s, a))
             .map(|(i, (_, a))| (i, &**a))
             .collect();
-        AlertsWrite::Patch {
+        AlertsWrite {
             keep,
             set,
             append: &alerts[keep..],
@@ -519,10 +518,7 @@ mod tests {
         let mut now = stored.clone();
         Arc::make_mut(&mut now[1]).status = Status::Resolved;
         now.extend(alerts(&["d"]));
-        let AlertsWrite::Patch { keep, set, append } = AlertsWrite::between(Some(&stored), &now)
-        else {
-            panic!("a patch");
-        };
+        let AlertsWrite { keep, set, append } = AlertsWrite::between(Some(&stored), &now);
         assert_eq!(keep, 3);
         assert_eq!(set.len(), 1);
         assert_eq!(set[0].0, 1);
@@ -536,15 +532,12 @@ mod tests {
         // holds, so it is written (harmless) rather than trusted.
         let stored = alerts(&["a", "b"]);
         let now = alerts(&["a", "b"]);
-        let write = AlertsWrite::between(Some(&stored), &now);
-        let AlertsWrite::Patch { keep, set, append } = write else {
-            panic!("a patch");
-        };
+        let AlertsWrite { keep, set, append } = AlertsWrite::between(Some(&stored), &now);
         assert_eq!((keep, set.len(), append.len()), (2, 2, 0));
         let same = AlertsWrite::between(Some(&stored), &stored);
         assert_eq!(
             same,
-            AlertsWrite::Patch {
+            AlertsWrite {
                 keep: 2,
                 set: Vec::new(),
                 append: &[]
@@ -558,7 +551,7 @@ mod tests {
         let write = AlertsWrite::between(Some(&stored), &stored[..1]);
         assert_eq!(
             write,
-            AlertsWrite::Patch {
+            AlertsWrite {
                 keep: 1,
                 set: Vec::new(),
                 append: &[]
@@ -566,7 +559,7 @@ mod tests {
         );
         assert_eq!(
             AlertsWrite::between(Some(&stored), &[]),
-            AlertsWrite::Patch {
+            AlertsWrite {
                 keep: 0,
                 set: Vec::new(),
                 append: &[]

@@ -21,10 +21,10 @@
 -- ARGV after the slots': timeline entries ever appended once these are (kept
 --   as `tl_total`), the most entries the list keeps, the incident's route (JSON
 --   list, kept as `route` so the outbox reads it without the document);
---   then its alerts: "replace" or "patch", the entries of the stored list to
---   keep (patch), S, A, then S pairs (0-based position, alert JSON) to
---   overwrite (patch), A alert JSONs to append (after DEL on replace), and
---   the number of alerts (kept as `alerts`);
+--   then its alerts: the entries of the stored list to keep (0: write the
+--   list anew), S, A, then S pairs (0-based position, alert JSON) to
+--   overwrite, A alert JSONs to append, and the number of alerts (kept as
+--   `alerts`);
 --   then the timeline entries to append
 -- Returns 1 when written, 0 on a conflict; every check comes before any write.
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
@@ -45,12 +45,13 @@ for i = 0, extra - 1 do
     return 0
   end
 end
--- A patch applies to the list read at the expected version, which the
--- version check vouches for; a list shorter than that (lost, cut by hand) is
--- a conflict too, so the caller reads it again rather than failing halfway.
+-- The entries kept are those of the list read at the expected version, which
+-- the version check vouches for; a list shorter than that (lost, cut by hand)
+-- is a conflict too, so the caller reads it again rather than failing halfway.
 local alerts = KEYS[8 + 2 * members + extra]
 local tl = 15 + 2 * extra
-if ARGV[tl + 3] == 'patch' and redis.call('LLEN', alerts) < tonumber(ARGV[tl + 4]) then
+local keep = tonumber(ARGV[tl + 3])
+if keep > 0 and redis.call('LLEN', alerts) < keep then
   return 0
 end
 if ARGV[5] == '1' then
@@ -85,20 +86,15 @@ local function push(key, from, to)
     from = last + 1
   end
 end
-local set, append = tonumber(ARGV[tl + 5]), tonumber(ARGV[tl + 6])
-local at = tl + 7
-if ARGV[tl + 3] == 'replace' then
+local set, append = tonumber(ARGV[tl + 4]), tonumber(ARGV[tl + 5])
+local at = tl + 6
+if keep == 0 then
   redis.call('DEL', alerts)
 else
-  local keep = tonumber(ARGV[tl + 4])
-  if keep == 0 then
-    redis.call('DEL', alerts)
-  else
-    redis.call('LTRIM', alerts, 0, keep - 1)
-  end
-  for i = 0, set - 1 do
-    redis.call('LSET', alerts, ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
-  end
+  redis.call('LTRIM', alerts, 0, keep - 1)
+end
+for i = 0, set - 1 do
+  redis.call('LSET', alerts, ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
 end
 at = at + 2 * set
 push(alerts, at, at + append - 1)

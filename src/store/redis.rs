@@ -854,26 +854,13 @@ impl StateStore for RedisStore {
             crate::incident::to_store_alert(a).map_err(|e| StoreError::Corrupt(e.to_string()))
         };
         let stored = inc.alerts_stored.at(&inc.id, c.expected_version);
-        match AlertsWrite::between(stored, &inc.alerts) {
-            AlertsWrite::Replace(all) => {
-                invocation.arg("replace").arg(0).arg(0).arg(all.len());
-                for a in all {
-                    invocation.arg(alert_json(a)?);
-                }
-            }
-            AlertsWrite::Patch { keep, set, append } => {
-                invocation
-                    .arg("patch")
-                    .arg(keep)
-                    .arg(set.len())
-                    .arg(append.len());
-                for (i, a) in set {
-                    invocation.arg(i).arg(alert_json(a)?);
-                }
-                for a in append {
-                    invocation.arg(alert_json(a)?);
-                }
-            }
+        let AlertsWrite { keep, set, append } = AlertsWrite::between(stored, &inc.alerts);
+        invocation.arg(keep).arg(set.len()).arg(append.len());
+        for (i, a) in set {
+            invocation.arg(i).arg(alert_json(a)?);
+        }
+        for a in append {
+            invocation.arg(alert_json(a)?);
         }
         invocation.arg(inc.alerts.len());
         for entry in inc.timeline_added() {
